@@ -1,0 +1,54 @@
+"""The built-in corpus as a DataModule: `prepare_data()` builds whatever is missing under `cache_dir`.
+
+corpus (train / val / test videos) -> raw shards -> feature shards -> tokenizer + visual vocabulary.
+Each stage is skipped when its output exists, so only the first run pays for it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from videobert.captions import read_captions
+from videobert.corpus import make_corpus
+from videobert.features import extract_features
+from videobert.shards import build_shards
+from videobert.text import train_wordpiece
+from videobert.vq import build_vocab
+
+from .videobert import VideoBertDataModule
+
+SPLITS = {"train": 0, "val": 1, "test": 2}  # split -> seed offset; each split is its own set of videos
+
+
+class QuickstartDataModule(VideoBertDataModule):
+    def __init__(self, cache_dir: str = "data/quickstart", train_videos: int = 200, val_videos: int = 20,
+                 test_videos: int = 40, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
+                 text_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        self.root = Path(cache_dir)
+
+    def _paths(self) -> dict[str, str]:
+        r = self.root
+        return {"train": str(r / "features/train"), "val": str(r / "features/val"), "test": str(r / "features/test"),
+                "tokenizer": str(r / "tokenizer/vocab.txt"), "visual_vocab": str(r / "visual_vocab.npz"),
+                "ground_truth": str(r / "corpus/test/ground_truth.json")}
+
+    def prepare_data(self) -> None:
+        hp, r = self.hparams, self.root
+        for split, offset in SPLITS.items():
+            corpus = r / "corpus" / split
+            if not (corpus / "ground_truth.json").exists():
+                make_corpus(str(corpus), getattr(hp, f"{split}_videos"), seed=hp.corpus_seed * 10 + offset,
+                            size=hp.video_size, prefix=f"{split}")
+            if not (r / "shards" / split / "index.json").exists():
+                build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split)
+            if not (r / "features" / split / "index.json").exists():
+                extract_features(str(r / "shards" / split), str(r / "features" / split))
+        if not (r / "tokenizer/vocab.txt").exists():
+            truth = json.loads((r / "corpus/train/ground_truth.json").read_text())
+            texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]
+            train_wordpiece(texts + truth["verbs"] + truth["nouns"], r / "tokenizer", hp.text_vocab_size)
+        if not (r / "visual_vocab.npz").exists():
+            build_vocab(str(r / "features/train"), str(r / "visual_vocab.npz"), hp.vocab_levels, hp.vocab_k,
+                        seed=hp.corpus_seed)

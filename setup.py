@@ -1,0 +1,26 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="videobert",
+    version="0.1.0",
+    description="Pretrain and evaluate VideoBERT-style video-language transformers (Lightning, WebDataset, W&B)",
+    package_dir={"": "src", "data_modules": "data_modules"},
+    packages=find_packages("src") + ["data_modules"],
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.3",  # install torch==2.13.0 (CPU or CUDA build) first; see README
+        "lightning==2.6.6",
+        "torchmetrics==1.9.0",
+        "wandb==0.31.0",
+        "omegaconf==2.4.0",
+        "jsonargparse[signatures,omegaconf]==4.53.0",
+        "webdataset==1.0.2",
+        "av==18.1.0",
+        "tokenizers==0.23.3",
+        "numpy>=1.26",
+        "faiss-cpu==1.15.1",
+        "matplotlib>=3.8",
+    ],
+    extras_require={"dev": ["pytest>=8"]},
+    entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
+)

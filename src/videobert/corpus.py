@@ -1,0 +1,239 @@
+"""The built-in corpus: procedural cooking videos (H.264 mp4) with ASR-like WebVTT captions.
+
+Each video is a sequence of steps; a step shows one action (verb, a distinct motion) applied to one
+object (noun, a distinct shape, colour and texture). The narration says what happens in varied,
+ASR-like sentences, with fillers and some sentences that do not match the picture. The ground truth
+(verb, noun, start, end per step) goes to `ground_truth.json`, read only by evaluation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import av
+import numpy as np
+
+VERBS = ["stir", "roll", "flip", "spin", "toss", "shake", "press", "cut", "pour", "peel"]
+NOUNS = ["tomato", "egg", "onion", "carrot", "potato", "cucumber", "lemon", "bread", "cheese", "fish"]
+
+# noun -> (shape, rgb colour, texture); textures move with the object so rotation is visible
+OBJECTS = {
+    "tomato": ("circle", (210, 40, 35), "solid"),
+    "egg": ("ellipse", (245, 240, 225), "solid"),
+    "onion": ("circle", (140, 60, 150), "rings"),
+    "carrot": ("bar", (240, 130, 20), "solid"),
+    "potato": ("ellipse", (150, 105, 60), "dots"),
+    "cucumber": ("bar", (40, 150, 50), "stripes"),
+    "lemon": ("ellipse", (245, 225, 40), "stripes"),
+    "bread": ("square", (215, 170, 110), "dots"),
+    "cheese": ("triangle", (250, 190, 60), "dots"),
+    "fish": ("diamond", (110, 140, 200), "stripes"),
+}
+
+STEP_TEMPLATES = [
+    "now let me show you how to {verb} the {noun}",
+    "okay so now we're gonna {verb} the {noun}",
+    "next you want to {verb} the {noun} like this",
+    "um just {verb} the {noun} for a bit",
+    "and then you {verb} your {noun} nice and easy",
+    "so i'm going to {verb} this {noun} right here",
+    "{verb} the {noun} until it looks good",
+    "alright let's {verb} the {noun} now",
+]
+FILLERS = [
+    "hi guys welcome back to my kitchen",
+    "so yeah",
+    "don't forget to subscribe",
+    "this is one of my favourite recipes",
+    "you know what i mean",
+    "alright",
+    "it smells really good already",
+    "my grandmother taught me this",
+]
+
+FPS = 20
+CLIP_SECONDS = 1.5  # the paper's clip: 30 frames at 20 fps
+
+
+def _shape_radius(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """A 'radius' that is 1 on the shape's outline, < 1 inside (unit coordinates)."""
+    if shape == "circle":
+        return np.sqrt(u**2 + v**2)
+    if shape == "ellipse":
+        return np.sqrt((u / 1.0) ** 2 + (v / 0.65) ** 2)
+    if shape == "bar":
+        return np.maximum(np.abs(u) / 1.2, np.abs(v) / 0.35)
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) / 0.85
+    if shape == "diamond":
+        return np.abs(u) / 1.15 + np.abs(v) / 0.7
+    if shape == "triangle":
+        return np.maximum(-v / 0.5, (v * 0.5 + np.abs(u) * 0.866) / 0.6)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(texture: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    if texture == "solid":
+        return np.ones_like(u)
+    if texture == "rings":
+        return 0.75 + 0.25 * np.cos(np.sqrt(u**2 + v**2) * 14.0)
+    if texture == "stripes":
+        return 0.7 + 0.3 * (np.sin(u * 12.0) > 0)
+    if texture == "dots":
+        return 1.0 - 0.45 * ((np.sin(u * 11.0) * np.sin(v * 11.0)) > 0.6)
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+def _pose(verb: str, t: float, amp: float) -> tuple[float, float, float, float, float, bool]:
+    """Object pose at time t within a step: (dx, dy, scale_x, scale_y, angle, knife_y or nan)."""
+    p = t / CLIP_SECONDS  # periods divide 1.5 s, so every clip of a step looks alike
+    s = math.sin
+    if verb == "stir":
+        return 12 * amp * math.cos(2 * math.pi * p), 12 * amp * s(2 * math.pi * p), 1, 1, 0, math.nan
+    if verb == "roll":
+        x = 14 * amp * s(2 * math.pi * p)
+        return x, 0, 1, 1, x / 6.0, math.nan
+    if verb == "flip":
+        return 0, 0, 1, max(abs(math.cos(2 * math.pi * 2 * p)), 0.08), 0, math.nan
+    if verb == "spin":
+        return 0, 0, 1, 1, 2 * math.pi * p, math.nan
+    if verb == "toss":
+        q = (2 * p) % 1.0
+        return 0, -18 * amp * 4 * q * (1 - q), 1, 1, 0, math.nan
+    if verb == "shake":
+        return 5 * amp * s(2 * math.pi * 6 * p), 0, 1, 1, 0, math.nan
+    if verb == "press":
+        a = abs(s(2 * math.pi * p))
+        return 0, 6 * a, 1 + 0.3 * a, 1 - 0.45 * a, 0, math.nan
+    if verb == "cut":
+        q = (3 * p) % 1.0
+        return 0, 0, 1, 1, 0, -16 + 32 * (1 - abs(2 * q - 1))
+    if verb == "pour":
+        a = 0.5 - 0.5 * math.cos(2 * math.pi * p)
+        return 10 * amp * a, 10 * amp * a, 1, 1, 1.1 * a, math.nan
+    if verb == "peel":
+        sc = 0.8 + 0.2 * math.cos(2 * math.pi * p)
+        return 0, 0, sc, sc, 0, math.nan
+    raise ValueError(f"unknown verb {verb!r}")
+
+
+def render_frame(verb: str, noun: str, t: float, look: dict, size: int) -> np.ndarray:
+    """One RGB frame (size, size, 3) uint8 of `verb` applied to `noun` at time t."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    frame = np.empty((size, size, 3), np.float32)
+    frame[:] = np.asarray(look["board"], np.float32) * (0.9 + 0.1 * yy[..., None] / size)
+    if verb is None:  # an idle scene: the empty board
+        return frame.clip(0, 255).astype(np.uint8)
+    shape, colour, texture = OBJECTS[noun]
+    dx, dy, sx, sy, ang, knife = _pose(verb, t, look["amp"])
+    cx, cy = size / 2 + look["offset"][0] + dx, size / 2 + look["offset"][1] + dy
+    r0 = size * 0.22 * look["scale"]
+    x, y = (xx - cx) / (r0 * sx), (yy - cy) / (r0 * sy)
+    u, v = x * math.cos(ang) + y * math.sin(ang), -x * math.sin(ang) + y * math.cos(ang)
+    inside = np.clip((1.0 - _shape_radius(shape, u, v)) * 6.0, 0.0, 1.0)
+    stem = np.clip(1.0 - np.sqrt((u - 0.0) ** 2 + (v + 0.55) ** 2) / 0.2, 0, 1) > 0  # asymmetric mark
+    shade = _texture(texture, u, v) * np.where(stem, 0.35, 1.0)
+    colour_arr = np.asarray(colour, np.float32) * look["tint"]
+    obj = colour_arr * shade[..., None]
+    frame = frame * (1 - inside[..., None]) + obj * inside[..., None]
+    if not math.isnan(knife):  # a grey knife blade chopping down through the object
+        blade = (np.abs(xx - cx - 2) < 1.5) & (yy < cy + knife)
+        frame[blade] = (90, 90, 100)
+    return frame.clip(0, 255).astype(np.uint8)
+
+
+def _plan_video(rng: np.random.Generator, idle_prob: float) -> list[dict]:
+    """Steps of one video: each lasts 2-4 clips; idle scenes (no action) are mixed in."""
+    steps, t = [], 0.0
+    for _ in range(int(rng.integers(4, 8))):
+        n_clips = int(rng.integers(2, 5))
+        if rng.random() < idle_prob:
+            steps.append({"verb": None, "noun": None, "start": t, "end": t + n_clips * CLIP_SECONDS})
+        else:
+            steps.append({"verb": VERBS[rng.integers(len(VERBS))], "noun": NOUNS[rng.integers(len(NOUNS))],
+                          "start": t, "end": t + n_clips * CLIP_SECONDS})
+        t += n_clips * CLIP_SECONDS
+    return steps
+
+
+def _narrate(rng: np.random.Generator, steps: list[dict], mismatch_prob: float) -> list[dict]:
+    """ASR-like cues: a sentence per step (sometimes not matching the picture) plus fillers."""
+    cues = []
+    for step in steps:
+        if step["verb"] is None or rng.random() < 0.15:
+            text = FILLERS[rng.integers(len(FILLERS))]
+        else:
+            verb, noun = step["verb"], step["noun"]
+            if rng.random() < mismatch_prob:
+                verb, noun = VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))]
+            text = STEP_TEMPLATES[rng.integers(len(STEP_TEMPLATES))].format(verb=verb, noun=noun)
+        start = max(0.0, step["start"] + float(rng.uniform(-0.4, 0.4)))
+        end = min(steps[-1]["end"], step["end"] + float(rng.uniform(-0.4, 0.4)))
+        cues.append({"start": round(start, 3), "end": round(end, 3), "text": text})
+    return cues
+
+
+def _vtt_time(t: float) -> str:
+    ms = int(round(t * 1000))
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def write_vtt(path: Path, cues: list[dict]) -> None:
+    lines = ["WEBVTT", ""]
+    for cue in cues:
+        lines += [f"{_vtt_time(cue['start'])} --> {_vtt_time(cue['end'])}", cue["text"], ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_mp4(path: Path, frames, fps: int, size: int) -> None:
+    """Encode RGB frames to H.264 (yuv420p) with PyAV; written to a temp name, then renamed."""
+    tmp = path.with_suffix(".tmp.mp4")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        stream.options = {"crf": "20", "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def _make_video(args: tuple) -> tuple[str, dict]:
+    out_dir, video_id, seed, size, idle_prob, mismatch_prob = args
+    rng = np.random.default_rng(seed)
+    look = {"board": rng.uniform(90, 160, 3) * np.array([1.2, 1.0, 0.8]), "amp": rng.uniform(0.85, 1.15),
+            "scale": rng.uniform(0.85, 1.15), "offset": rng.uniform(-4, 4, 2), "tint": rng.uniform(0.92, 1.08)}
+    steps = _plan_video(rng, idle_prob)
+    cues = _narrate(rng, steps, mismatch_prob)
+
+    def frames():
+        for step in steps:
+            for i in range(int(round((step["end"] - step["start"]) * FPS))):
+                yield render_frame(step["verb"], step["noun"], i / FPS, look, size)
+
+    write_mp4(Path(out_dir) / f"{video_id}.mp4", frames(), FPS, size)
+    write_vtt(Path(out_dir) / f"{video_id}.vtt", cues)
+    return video_id, {"duration": steps[-1]["end"], "steps": steps}
+
+
+def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, prefix: str = "video",
+                idle_prob: float = 0.0, mismatch_prob: float = 0.1, workers: int | None = None) -> Path:
+    """Write `num_videos` mp4 + vtt pairs and `ground_truth.json` into `out`.
+
+    Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
+    """
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = np.random.SeedSequence(seed).spawn(num_videos)
+    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob) for i, s in enumerate(seeds)]
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        videos = dict(pool.map(_make_video, jobs, chunksize=4))
+    truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "videos": videos}
+    (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1))
+    print(f"corpus: {num_videos} videos ({sum(v['duration'] for v in videos.values()):.0f} s) -> {out_dir}")
+    return out_dir

@@ -1,0 +1,119 @@
+"""Clip feature extractors: (N, T, S, S, 3) uint8 clips -> (N, D) float32 features.
+
+`builtin` needs no weights: a HOG/HOF-style descriptor (Laptev et al.) of appearance (colour histogram,
+gradient orientations) and motion (Lucas-Kanade flow orientations per temporal segment, divergence and
+curl, and the temporal spectrum of the mean flow). Each block is L2-normalised and weighted so that
+appearance and motion weigh about the same in k-means distances.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _box(x: np.ndarray, r: int) -> np.ndarray:
+    """Sum over a (2r+1)^2 window on the last two axes (edge-padded), via cumulative sums."""
+    p = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(r + 1, r), (r + 1, r)], mode="edge").cumsum(-1).cumsum(-2)
+    k = 2 * r + 1
+    return p[..., k:, k:] - p[..., :-k, k:] - p[..., k:, :-k] + p[..., :-k, :-k]
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+
+
+def _orientation_hist(dx, dy, weight, bins: int, signed: bool) -> np.ndarray:
+    ang = np.arctan2(dy, dx)
+    period = 2 * np.pi if signed else np.pi
+    idx = (np.floor((ang % period) / period * bins).astype(np.int64)) % bins
+    onehot = np.eye(bins, dtype=np.float32)[idx]  # (..., bins)
+    return (onehot * weight[..., None]).reshape(*weight.shape[:2], -1, bins).sum(2)
+
+
+class BuiltinExtractor:
+    """Weight-free appearance + motion descriptor. `size` is the square input side in pixels."""
+
+    size = 32
+    segments = 3  # temporal segments for the motion histograms
+
+    def __init__(self, weights: tuple[float, ...] = (2.0, 1.5, 1.0, 0.5, 1.0)):
+        self.weights = weights
+
+    @property
+    def dim(self) -> int:
+        return 64 + 4 + 36 + 8 * self.segments + 3 * self.segments + 4 + 24
+
+    def __call__(self, clips: np.ndarray) -> np.ndarray:
+        x = clips.astype(np.float32) / 255.0  # (N, T, S, S, 3)
+        gray, fg = x.mean(-1), self._foreground(x)
+        blocks = [self._colour(x, fg), self._hog(gray, fg), *self._motion(gray)]
+        return np.concatenate([w * _l2(b) for w, b in zip(self.weights, blocks)], -1).astype(np.float32)
+
+    @staticmethod
+    def _foreground(x: np.ndarray) -> np.ndarray:
+        """Per-pixel weight in [0, 1]: how far its colour is from the clip's border (background) colour."""
+        border = np.concatenate([x[:, :, :2].reshape(len(x), -1, 3), x[:, :, -2:].reshape(len(x), -1, 3),
+                                 x[:, :, :, :2].reshape(len(x), -1, 3), x[:, :, :, -2:].reshape(len(x), -1, 3)], 1)
+        bg = np.median(border, axis=1)[:, None, None, None, :]
+        return np.clip(np.abs(x - bg).sum(-1) / 0.25, 0.0, 1.0)  # (N, T, S, S)
+
+    @staticmethod
+    def _colour(x: np.ndarray, fg: np.ndarray) -> np.ndarray:
+        """Histogram (4 levels per channel) of foreground colours, their mean, and the foreground area."""
+        q = np.minimum((x * 4).astype(np.int64), 3)
+        idx = (q[..., 0] * 16 + q[..., 1] * 4 + q[..., 2]).reshape(len(x), -1)
+        w = fg.reshape(len(x), -1)
+        hist = np.stack([np.bincount(i, weights=wi, minlength=64) for i, wi in zip(idx, w)])
+        total = w.sum(1, keepdims=True) + 1e-6
+        mean = (x.reshape(len(x), -1, 3) * w[..., None]).sum(1) / total
+        return np.concatenate([np.sqrt(hist / total), mean, total / w.shape[1] * 4], -1)
+
+    @staticmethod
+    def _hog(gray: np.ndarray, fg: np.ndarray) -> np.ndarray:
+        """Gradient-orientation histograms of the foreground (9 bins, 2x2 cells) on every 5th frame."""
+        g, f = gray[:, ::5], fg[:, ::5]
+        dy, dx = np.gradient(g, axis=(-2, -1))
+        s = g.shape[-1]
+        h = s // 2
+        mag = np.hypot(dx, dy) * f
+        cells = [(slice(a, a + h), slice(b, b + h)) for a in (0, h) for b in (0, h)]
+        hists = [_orientation_hist(dx[..., a, b], dy[..., a, b], mag[..., a, b], 9, False).sum(1)
+                 for a, b in cells]
+        return np.sqrt(np.concatenate(hists, -1))
+
+    def _motion(self, gray: np.ndarray) -> list[np.ndarray]:
+        g = _box(gray, 1) / 9.0
+        f0, f1 = g[:, :-1], g[:, 1:]
+        iy, ix = np.gradient((f0 + f1) / 2, axis=(-2, -1))
+        it = f1 - f0
+        sxx, syy, sxy = _box(ix * ix, 2), _box(iy * iy, 2), _box(ix * iy, 2)
+        sxt, syt = _box(ix * it, 2), _box(iy * it, 2)
+        det = sxx * syy - sxy**2
+        ok = det > 1e-7
+        det = np.where(ok, det, 1.0)
+        u = np.where(ok, -(syy * sxt - sxy * syt) / det, 0.0)  # (N, T-1, S, S) Lucas-Kanade flow
+        v = np.where(ok, -(sxx * syt - sxy * sxt) / det, 0.0)
+        u, v = np.clip(u, -3, 3), np.clip(v, -3, 3)
+        mag = np.hypot(u, v) * np.abs(it).clip(0, 0.2) * 5  # trust flow where something changes
+        seg = np.array_split(np.arange(u.shape[1]), self.segments)
+        hof = np.concatenate([_orientation_hist(u[:, s], v[:, s], mag[:, s], 8, True).sum(1) for s in seg], -1)
+        vy, vx = np.gradient(v, axis=(-2, -1))
+        uy, ux = np.gradient(u, axis=(-2, -1))
+        wsum = mag.sum((-2, -1)) + 1e-6
+        div = ((ux + vy) * mag).sum((-2, -1)) / wsum
+        curl = ((vx - uy) * mag).sum((-2, -1)) / wsum
+        energy = np.abs(it).mean((-2, -1))
+        dyn = np.concatenate([np.stack([a[:, s].mean(1) for s in seg], -1) for a in (div, curl, energy)], -1)
+        h = it.shape[-1] // 2
+        quad = np.stack([np.abs(it[..., a:a + h, b:b + h]).mean((1, 2, 3)) for a in (0, h) for b in (0, h)], -1)
+        mean_u, mean_v = (u * mag).sum((-2, -1)) / wsum, (v * mag).sum((-2, -1)) / wsum
+        spec = [np.abs(np.fft.rfft(a - a.mean(1, keepdims=True), axis=1))[:, 1:9] for a in (mean_u, mean_v, energy)]
+        return [np.sqrt(hof), np.concatenate([dyn * 10, quad * 10], -1), np.concatenate(spec, -1)]
+
+
+EXTRACTORS = {"builtin": BuiltinExtractor}
+
+
+def make_extractor(name: str):
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown extractor {name!r}; available: {sorted(EXTRACTORS)}")
+    return EXTRACTORS[name]()

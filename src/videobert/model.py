@@ -1,0 +1,123 @@
+"""The VideoBERT encoder: BERT over one vocabulary of WordPiece tokens followed by visual words.
+
+Plain PyTorch (no Lightning); parameter names follow Hugging Face's `BertForPreTraining` so BERT
+checkpoints map onto it. Attention is PyTorch SDPA. The LM head scores masked positions only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class VideoBertConfig:
+    text_vocab_size: int  # WordPiece ids come first ...
+    visual_vocab_size: int  # ... then visual words: id = text_vocab_size + word
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512  # the longest [CLS] text [>] visual [SEP] sequence
+    type_vocab_size: int = 2  # segment 0: text, 1: video
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text_vocab_size + self.visual_vocab_size
+
+
+class Embeddings(nn.Module):
+    """Token + position + segment embeddings, then LayerNorm and dropout (as in BERT)."""
+
+    def __init__(self, cfg: VideoBertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
+        self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids, segment_ids):
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings(segment_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: VideoBertConfig):
+        super().__init__()
+        self.n_head, self.p = cfg.num_heads, cfg.dropout
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+
+    def forward(self, x, attn_mask):
+        b, t, c = x.shape
+        q, k, v = (proj(x).view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+                   for proj in (self.query, self.key, self.value))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.p if self.training else 0.0)
+        return self.dense(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Layer(nn.Module):
+    """A post-LayerNorm BERT block: attention and MLP, each with residual, dropout and LayerNorm."""
+
+    def __init__(self, cfg: VideoBertConfig):
+        super().__init__()
+        self.attention = SelfAttention(cfg)
+        self.attention_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.intermediate = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.output = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, attn_mask):
+        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask)))
+        return self.output_norm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
+
+
+class VideoBert(nn.Module):
+    """Encoder + the three pretraining heads: token prediction (text and visual words) and alignment."""
+
+    def __init__(self, cfg: VideoBertConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size)  # [CLS] -> tanh -> alignment
+        self.align_head = nn.Linear(cfg.hidden_size, 2)  # 1: the text belongs to the video
+        self.lm_transform = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.lm_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))  # decoder weight tied to word embeddings
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def forward(self, input_ids, segment_ids, attention_mask):
+        """(B, T) ids, segments and bool mask (True = real token) -> hidden states (B, T, C)."""
+        x = self.embeddings(input_ids, segment_ids)
+        attn_mask = attention_mask[:, None, None, :]  # (B, 1, 1, T): every query sees the real keys
+        for layer in self.layers:
+            x = layer(x, attn_mask)
+        return x
+
+    def token_logits(self, hidden: torch.Tensor, vocab: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """(M, C) hidden states of selected positions -> (M, V) logits over `vocab` (a slice or index
+        tensor of token ids; default: all)."""
+        h = self.lm_norm(F.gelu(self.lm_transform(hidden)))
+        vocab = slice(0, self.cfg.vocab_size) if vocab is None else vocab
+        return h @ self.embeddings.word_embeddings.weight[vocab].T + self.lm_bias[vocab]
+
+    def align_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, 2) alignment logits from [CLS]."""
+        return self.align_head(torch.tanh(self.pooler(hidden[:, 0])))

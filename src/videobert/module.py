@@ -1,0 +1,94 @@
+"""The LightningModule: wraps the VideoBERT encoder and its losses; one shared step for train and val.
+
+Vocabulary sizes come from the DataModule (`vocab_sizes()`) when they are not given, so one experiment
+yaml works for any tokenizer and visual vocabulary; they are stored in the checkpoint's hparams.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from .losses import pretraining_losses
+from .model import VideoBert, VideoBertConfig
+from .tasks.zero_shot import ZeroShotMetrics
+
+
+class VideoBertModule(L.LightningModule):
+    def __init__(self, hidden_size: int = 768, num_layers: int = 12, num_heads: int = 12,
+                 intermediate_size: int = 3072, max_positions: int = 512, dropout: float = 0.1,
+                 lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 1000,
+                 betas: tuple[float, float] = (0.9, 0.999),
+                 loss_weights: dict[str, float] | None = None,
+                 text_vocab_size: int | None = None, visual_vocab_size: int | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, **(loss_weights or {})}
+        self.model: VideoBert | None = None
+        self.zero_shot: ZeroShotMetrics | None = None
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        hp = self.hparams
+        if hp.text_vocab_size is None or hp.visual_vocab_size is None:
+            hp.text_vocab_size, hp.visual_vocab_size = self.trainer.datamodule.vocab_sizes()
+        cfg = VideoBertConfig(hp.text_vocab_size, hp.visual_vocab_size, hp.hidden_size, hp.num_layers, hp.num_heads,
+                              hp.intermediate_size, hp.max_positions, dropout=hp.dropout)
+        self.model = VideoBert(cfg)
+        self.metrics = nn.ModuleDict({
+            f"{stage}_{name}": MulticlassAccuracy(n, average="micro")
+            for stage in ("train", "val")
+            for name, n in (("mlm", cfg.text_vocab_size), ("mvm", cfg.visual_vocab_size), ("align", 2))})
+        rank_zero_info(f"VideoBERT: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
+                       f"vocabulary {cfg.text_vocab_size} text + {cfg.visual_vocab_size} visual words")
+
+    def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        losses, preds = pretraining_losses(self.model, batch)
+        loss = sum(self.loss_weights[k] * v for k, v in losses.items())
+        n = len(batch["input_ids"])
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=n, sync_dist=stage != "train")
+        for name, (pred, target) in preds.items():
+            if target.numel():
+                metric = self.metrics[f"{stage}_{name}"]
+                metric.update(pred, target)
+                self.log(f"{stage}/{name}_acc", metric, batch_size=n)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self.shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        if self.zero_shot is None:
+            self.zero_shot = ZeroShotMetrics(len(batch["verb_candidates"]), len(batch["noun_candidates"])).to(self.device)
+        self.zero_shot.update(self.model, batch)
+
+    def on_test_epoch_end(self) -> None:
+        if self.zero_shot is None:
+            raise RuntimeError("the test set produced no zero-shot examples: check test shards and ground truth")
+        results = self.zero_shot.compute()
+        self.log_dict({f"test/zero_shot/{k}": v for k, v in results.items()})
+        lines = [f"  {k:<10} {results[k]:6.1%}   (chance {results[k + '_chance']:.1%})"
+                 for k in ("verb_top1", "verb_top5", "noun_top1", "noun_top5")]
+        rank_zero_info("zero-shot action classification on held-out videos:\n" + "\n".join(lines))
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr,
+                                betas=tuple(self.hparams.betas))
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:  # linear warmup, then linear decay to zero
+            return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

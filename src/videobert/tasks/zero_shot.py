@@ -1,0 +1,89 @@
+"""Zero-shot action classification (the paper's protocol).
+
+For each ground-truth step of a held-out video, feed
+`[CLS] now let me show you how to [MASK] the [MASK] [>] visual words of the step [SEP]`
+and read the verb from the first [MASK] and the noun from the second, each restricted to the label
+vocabulary. Reported: top-1 and top-5 accuracy, with chance level alongside.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..sequences import build_sequence, collate
+
+TEMPLATE = "now let me show you how to [MASK] the [MASK]"
+
+
+class ZeroShotData:
+    """Turns decoded test videos plus their ground truth into zero-shot classification examples."""
+
+    def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16):
+        self.tok, self.vocab, self.truth, self.max_visual = tokenizer, vocab, truth, max_visual_words
+        self.verbs, self.nouns = truth["verbs"], truth["nouns"]
+        self.verb_ids = torch.tensor([tokenizer.token_id(w) for w in self.verbs])
+        self.noun_ids = torch.tensor([tokenizer.token_id(w) for w in self.nouns])
+        self.template = tokenizer.encode(TEMPLATE)
+        masks = [i + 1 for i, t in enumerate(self.template) if t == tokenizer.mask_id]  # +1 for [CLS]
+        if len(masks) != 2:
+            raise ValueError(f"the template must hold two [MASK] tokens, got {len(masks)}: {TEMPLATE!r}")
+        self.mask_positions = masks
+
+    def examples(self, video: dict):
+        meta = video["json"]
+        vid = meta["video_id"]
+        if vid not in self.truth["videos"]:
+            raise KeyError(f"video {vid!r} has no ground truth in the evaluation sidecar")
+        words = self.vocab.words(video["features"]) + self.tok.vocab_size
+        mids = np.array([(a + b) / 2 for a, b in meta["clips"]])
+        for step in self.truth["videos"][vid]["steps"]:
+            if step["verb"] is None:
+                continue  # an idle scene has no action label
+            inside = words[(mids >= step["start"]) & (mids < step["end"])][: self.max_visual]
+            if len(inside) == 0:
+                continue
+            ids, seg = build_sequence(self.template, inside, self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
+            yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), -100),
+                   "align_label": -100, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"])}
+
+    def __call__(self, videos):
+        for video in videos:
+            yield from self.examples(video)
+
+    def collate(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate(examples, self.tok.pad_id)
+        batch["verb"] = torch.tensor([e["verb"] for e in examples])
+        batch["noun"] = torch.tensor([e["noun"] for e in examples])
+        batch["mask_positions"] = torch.tensor(self.mask_positions).expand(len(examples), 2)
+        batch["verb_candidates"], batch["noun_candidates"] = self.verb_ids, self.noun_ids
+        return batch
+
+
+class ZeroShotMetrics(nn.Module):
+    """Top-1/top-5 verb and noun accuracy (torchmetrics), with chance levels."""
+
+    def __init__(self, num_verbs: int, num_nouns: int):
+        super().__init__()
+        self.sizes = {"verb": num_verbs, "noun": num_nouns}
+        self.acc = nn.ModuleDict({f"{what}_top{k}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
+                                  for what, n in self.sizes.items() for k in (1, 5)})
+
+    def update(self, model, batch: dict) -> None:
+        hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+        rows = torch.arange(len(hidden), device=hidden.device)[:, None]
+        h = hidden[rows, batch["mask_positions"]]  # (B, 2, C): the verb and noun [MASK]s
+        for i, what in enumerate(("verb", "noun")):
+            logits = model.token_logits(h[:, i], batch[f"{what}_candidates"])
+            for k in (1, 5):
+                self.acc[f"{what}_top{k}"].update(logits, batch[what])
+
+    def compute(self) -> dict[str, float]:
+        out = {}
+        for name, metric in self.acc.items():
+            what, k = name.split("_top")
+            out[name] = float(metric.compute())
+            out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
+            metric.reset()
+        return out

@@ -1,0 +1,63 @@
+"""BERT WordPiece text tokenization through `tokenizers`: trained on captions or loaded from a vocab.txt.
+
+`[>]` separates text from visual words (the paper's token); it is a special token of the text vocabulary.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import BertWordPieceTokenizer
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[>]"]
+
+
+class TextTokenizer:
+    """WordPiece ids for caption text, with the special-token ids the sequence builder needs."""
+
+    def __init__(self, vocab_file: str | Path, lowercase: bool = True):
+        path = Path(vocab_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no WordPiece vocabulary (vocab.txt) here")
+        self.vocab_file, self.lowercase = str(path), lowercase
+        self.tok = BertWordPieceTokenizer(str(path), lowercase=lowercase)
+        missing = [t for t in SPECIAL_TOKENS if self.tok.token_to_id(t) is None]
+        if "[>]" in missing:  # a stock BERT vocab: append the modality separator
+            self.tok.add_special_tokens(["[>]"])
+            missing.remove("[>]")
+        if missing:
+            raise ValueError(f"{path}: vocabulary lacks special tokens {missing}")
+        self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id, self.bridge_id = (
+            self.tok.token_to_id(t) for t in SPECIAL_TOKENS)
+        self.special_ids = frozenset((self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id, self.bridge_id))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        """WordPiece ids of `text`, without [CLS]/[SEP]."""
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def token_id(self, word: str) -> int:
+        """The id of a word that must be a single WordPiece token (e.g. a label verb)."""
+        ids = self.encode(word)
+        if len(ids) != 1:
+            raise ValueError(f"{word!r} is not one token in {self.vocab_file} (pieces: {self.tok.encode(word, add_special_tokens=False).tokens})")
+        return ids[0]
+
+    def __getstate__(self):  # tokenizers objects are rebuilt in DataLoader workers
+        return {"vocab_file": self.vocab_file, "lowercase": self.lowercase}
+
+    def __setstate__(self, state):
+        self.__init__(**state)
+
+
+def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2000) -> Path:
+    """Train a lowercase WordPiece vocabulary on `texts`; write `out_dir/vocab.txt`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = BertWordPieceTokenizer(lowercase=True)
+    tok.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
+    tok.save_model(str(out))
+    return out / "vocab.txt"

@@ -1,0 +1,102 @@
+"""The visual vocabulary: hierarchical k-means (faiss) over clip features.
+
+`levels` rounds of k-means with `k` centroids each (paper: 4 x 12 = 20,736 visual words): the root
+splits all features into k clusters, each cluster is split again, and so on. A feature's word is the
+path of nearest centroids, read as a base-k number. Saved as one .npz file.
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import webdataset as wds
+
+
+class VisualVocab:
+    """Maps (N, D) features to visual-word ids in [0, k ** levels)."""
+
+    def __init__(self, centroids: list[np.ndarray], k: int):
+        self.centroids = [c.astype(np.float32) for c in centroids]  # level l: (k ** (l + 1), D)
+        self.k, self.levels, self.dim = k, len(centroids), centroids[0].shape[1]
+
+    @property
+    def size(self) -> int:
+        return self.k ** self.levels
+
+    def words(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"features of shape {x.shape} do not match the visual vocabulary (dim {self.dim})")
+        node = np.zeros(len(x), np.int64)
+        for cents in self.centroids:
+            cand = cents.reshape(-1, self.k, self.dim)[node]  # (N, k, D) children of the current node
+            node = node * self.k + ((cand - x[:, None]) ** 2).sum(-1).argmin(1)
+        return node
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, k=self.k, **{f"level{i}": c for i, c in enumerate(self.centroids)})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VisualVocab":
+        with np.load(path, allow_pickle=False) as f:
+            levels = sorted(int(n[5:]) for n in f.files if n.startswith("level"))
+            return cls([f[f"level{i}"] for i in levels], int(f["k"]))
+
+
+def _kmeans(x: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
+    if len(x) == 0:
+        raise ValueError("k-means on an empty set")
+    if len(x) <= k:  # too few points to split: every point is a centroid, the rest repeat them
+        return x[np.arange(k) % len(x)]
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=len(x),
+                      min_points_per_centroid=1, verbose=False)
+    km.train(x)  # on every point of this node: faiss would otherwise sample 256 * k silently
+    return km.centroids
+
+
+def hierarchical_kmeans(x: np.ndarray, levels: int, k: int, niter: int = 20, seed: int = 0) -> VisualVocab:
+    x = np.ascontiguousarray(x, np.float32)
+    assign = np.zeros(len(x), np.int64)
+    centroids = []
+    for level in range(levels):
+        cents = np.empty((k ** (level + 1), x.shape[1]), np.float32)
+        for node in range(k ** level):
+            members = x[assign == node]
+            parent = centroids[-1][node:node + 1] if centroids else x.mean(0, keepdims=True)
+            cents[node * k:(node + 1) * k] = _kmeans(members, k, niter, seed + node) if len(members) else parent
+        centroids.append(cents)
+        assign = VisualVocab(centroids, k).words(x)
+    return VisualVocab(centroids, k)
+
+
+def load_features(shards: list[str], max_points: int, seed: int = 0) -> np.ndarray:
+    """All clip features of the shards, or a uniform random sample of `max_points` rows."""
+    rows = [np.load(io.BytesIO(s["features.npy"])) for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False)]
+    x = np.concatenate(rows).astype(np.float32)
+    if len(x) > max_points:
+        x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]
+    return x
+
+
+def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_points: int = 500_000,
+                niter: int = 20, seed: int = 0) -> Path:
+    """Fit the visual vocabulary on the feature shards in the folder `features`; save it to `out` (.npz)."""
+    shards = sorted(str(p) for p in Path(features).glob("*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"{features}: no .tar feature shards")
+    x = load_features(shards, max_points, seed)
+    vocab = hierarchical_kmeans(x, levels, k, niter, seed)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    vocab.save(out)
+    used = len(np.unique(vocab.words(x)))
+    print(f"vocab: {levels} x {k} = {vocab.size} visual words from {len(x)} clip features "
+          f"(dim {x.shape[1]}; {used} words used) -> {out}")
+    (Path(out).with_suffix(".json")).write_text(json.dumps(
+        {"levels": levels, "k": k, "points": len(x), "dim": x.shape[1], "words_used": used, "seed": seed}))
+    return Path(out)

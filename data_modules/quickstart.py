@@ -23,7 +23,7 @@ SPLITS = {"train": 0, "val": 1, "test": 2}  # split -> seed offset; each split i
 class QuickstartDataModule(VideoBertDataModule):
     def __init__(self, cache_dir: str = "data/quickstart", train_videos: int = 200, val_videos: int = 20,
                  test_videos: int = 40, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
-                 text_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0, **kwargs):
+                 tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
@@ -48,7 +48,7 @@ class QuickstartDataModule(VideoBertDataModule):
         if not (r / "tokenizer/vocab.txt").exists():
             truth = json.loads((r / "corpus/train/ground_truth.json").read_text())
             texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]
-            train_wordpiece(texts + truth["verbs"] + truth["nouns"], r / "tokenizer", hp.text_vocab_size)
+            train_wordpiece(texts + truth["verbs"] + truth["nouns"], r / "tokenizer", hp.tokenizer_vocab_size)
         if not (r / "visual_vocab.npz").exists():
             build_vocab(str(r / "features/train"), str(r / "visual_vocab.npz"), hp.vocab_levels, hp.vocab_k,
                         seed=hp.corpus_seed)

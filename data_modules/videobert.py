@@ -76,6 +76,10 @@ class VideoBertDataModule(L.LightningDataModule):
     def vocab_sizes(self) -> tuple[int, int]:
         return self.tokenizer.vocab_size, self.vocab.size
 
+    def visual_centroids(self) -> np.ndarray:
+        """(visual vocabulary size, D): the leaf centroid of every visual word, in word order."""
+        return self.vocab.centroids[-1]
+
     def _builder(self, seed_offset: int = 0) -> SequenceBuilder:
         hp = self.hparams
         return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, hp.mask_prob,
@@ -88,7 +92,7 @@ class VideoBertDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         hp = self.hparams
-        ds = (wds.WebDataset(_urls(self._require("train")), resampled=True,
+        ds = (wds.WebDataset(_urls(self._require("train")), resampled=True, shardshuffle=False,
                              nodesplitter=wds.split_by_node, seed=hp.seed, handler=wds.warn_and_continue)
               .shuffle(hp.video_shuffle).map(decode_video, handler=wds.warn_and_continue)
               .compose(self._builder()).shuffle(hp.sequence_shuffle)

@@ -103,6 +103,18 @@ class VideoBert(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
+    @torch.no_grad()
+    def init_visual_embeddings(self, centroids: torch.Tensor) -> None:
+        """Initialize the visual-word embeddings from their k-means centroids (V, D), as the paper does:
+        projected onto their top principal directions (D -> hidden) and scaled to the embedding std."""
+        c = centroids.float() - centroids.float().mean(0)
+        n = min(self.cfg.hidden_size, *c.shape)
+        _, _, v = torch.linalg.svd(c, full_matrices=False)
+        proj = torch.zeros(len(c), self.cfg.hidden_size)
+        proj[:, :n] = c @ v[:n].T
+        emb = self.embeddings.word_embeddings.weight
+        emb[self.cfg.text_vocab_size:] = proj * (0.02 / proj[:, :n].std().clamp_min(1e-8))
+
     def forward(self, input_ids, segment_ids, attention_mask):
         """(B, T) ids, segments and bool mask (True = real token) -> hidden states (B, T, C)."""
         x = self.embeddings(input_ids, segment_ids)

@@ -22,19 +22,30 @@ class VideoBertModule(L.LightningModule):
                  lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 1000,
                  betas: tuple[float, float] = (0.9, 0.999),
                  loss_weights: dict[str, float] | None = None,
+                 init_visual_from_centroids: bool = True,
                  text_vocab_size: int | None = None, visual_vocab_size: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, **(loss_weights or {})}
         self.model: VideoBert | None = None
         self.zero_shot: ZeroShotMetrics | None = None
+        if text_vocab_size is not None and visual_vocab_size is not None:
+            self._build()  # e.g. in load_from_checkpoint, where the sizes come from the saved hparams
 
     def configure_model(self) -> None:
-        if self.model is not None:
-            return
+        hp, dm = self.hparams, self.trainer.datamodule
+        sizes = dm.vocab_sizes() if dm is not None else None
+        if self.model is None:
+            hp.text_vocab_size, hp.visual_vocab_size = sizes
+            self._build()
+            if hp.init_visual_from_centroids:  # a checkpoint, if any, overwrites this afterwards
+                self.model.init_visual_embeddings(torch.as_tensor(dm.visual_centroids()))
+        elif sizes is not None and sizes != (hp.text_vocab_size, hp.visual_vocab_size):
+            raise ValueError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
+                             f"the data {sizes[0]} + {sizes[1]}: tokenizer or visual vocabulary do not match")
+
+    def _build(self) -> None:
         hp = self.hparams
-        if hp.text_vocab_size is None or hp.visual_vocab_size is None:
-            hp.text_vocab_size, hp.visual_vocab_size = self.trainer.datamodule.vocab_sizes()
         cfg = VideoBertConfig(hp.text_vocab_size, hp.visual_vocab_size, hp.hidden_size, hp.num_layers, hp.num_heads,
                               hp.intermediate_size, hp.max_positions, dropout=hp.dropout)
         self.model = VideoBert(cfg)

@@ -54,8 +54,8 @@ def _kmeans(x: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
         raise ValueError("k-means on an empty set")
     if len(x) <= k:  # too few points to split: every point is a centroid, the rest repeat them
         return x[np.arange(k) % len(x)]
-    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, max_points_per_centroid=len(x),
-                      min_points_per_centroid=1, verbose=False)
+    km = faiss.Kmeans(x.shape[1], k, niter=niter, seed=seed, nredo=5, max_points_per_centroid=len(x),
+                      min_points_per_centroid=1, verbose=False)  # best of 5 restarts: fewer bad local optima
     km.train(x)  # on every point of this node: faiss would otherwise sample 256 * k silently
     return km.centroids
 

@@ -1,0 +1,30 @@
+# make demo: set up, train on the built-in corpus, evaluate zero-shot.  make test: set up, run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VB := $(VENV)/bin/videobert
+EXP ?= experiments/quickstart.yaml
+
+.PHONY: setup demo fit eval test test-full clean
+setup: $(VENV)/.installed
+
+# torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build
+$(VENV)/.installed: setup.py
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	@start=$$(date +%s); \
+	$(VB) fit --config $(EXP) && \
+	$(VB) test --config $(EXP) --ckpt_path runs/quickstart/checkpoints/last.ckpt && \
+	echo "demo wall time: $$(( $$(date +%s) - start )) s"
+
+test: setup
+	$(PY) -m pytest
+
+test-full: setup  # also the slow tests (see pytest.ini)
+	$(PY) -m pytest -m ""
+
+clean:
+	rm -rf runs lightning_logs wandb

@@ -1,0 +1,69 @@
+"""From raw videos to a zero-shot evaluation through the real command line (LightningCLI), in-process."""
+import csv
+import glob
+from pathlib import Path
+
+import pytest
+import wandb
+import yaml
+
+from videobert.cli import lightning_main
+
+from .conftest import tiny_data_args
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64",
+         "--model.warmup_steps=2"]
+
+
+def _cli_args(cache, run_dir, extra=()):
+    """The quickstart experiment, shrunk, writing into `run_dir` (a second --config replaces the lists)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    override = run_dir / "override.yaml"
+    override.write_text(yaml.safe_dump({"trainer": {
+        "default_root_dir": str(run_dir),
+        "logger": [{"class_path": "lightning.pytorch.loggers.WandbLogger",
+                    "init_args": {"project": "videobert-tests", "save_dir": str(run_dir)}},
+                   {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(run_dir), "name": "csv"}}],
+        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                       "init_args": {"dirpath": str(run_dir / "ckpt"), "save_last": True}}]}}))
+    data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(cache).items()]
+    trainer = ["--trainer.max_steps=6", "--trainer.val_check_interval=3", "--trainer.limit_val_batches=2",
+               "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false"]
+    return ["--config", str(ROOT / "experiments/quickstart.yaml"), "--config", str(override),
+            *MODEL, *data, *trainer, *extra]
+
+
+def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
+    run = tmp_path / "run"
+    cli = lightning_main(["fit", *_cli_args(quickstart_cache, run)])
+    assert cli.trainer.global_step == 6
+    metrics = cli.trainer.callback_metrics
+    for key in ("train/loss", "train/mlm_loss", "train/mvm_loss", "train/align_loss", "val/loss", "val/mlm_acc"):
+        assert key in metrics and metrics[key].isfinite(), key
+    rows = list(csv.DictReader(open(glob.glob(f"{run}/csv/*/metrics.csv")[0])))
+    assert any(r.get("val/align_acc") for r in rows)  # a local copy readable without W&B
+    assert glob.glob(f"{run}/wandb/offline-run-*/run-*.wandb")  # W&B offline, no server contacted
+    ckpt = run / "ckpt/last.ckpt"
+    assert ckpt.exists()
+    wandb.finish()  # one W&B run per command, as from the shell
+
+    cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / "test"), f"--ckpt_path={ckpt}"])
+    res = cli.trainer.callback_metrics
+    for what in ("verb", "noun"):
+        assert 0.0 <= res[f"test/zero_shot/{what}_top1"] <= res[f"test/zero_shot/{what}_top5"] <= 1.0
+        assert res[f"test/zero_shot/{what}_top1_chance"] == pytest.approx(0.1)
+    assert "zero-shot action classification on held-out videos" in caplog.text
+    wandb.finish()
+
+
+def test_unknown_config_key_fails_with_its_name(quickstart_cache, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        lightning_main(["fit", *_cli_args(quickstart_cache, tmp_path), "--model.hiden_size=8"], run=False)
+    assert "hiden_size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_experiment_config_loads(config, tmp_path):
+    cli = lightning_main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
+    assert cli.model is not None and cli.datamodule is not None

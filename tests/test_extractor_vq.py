@@ -1,0 +1,60 @@
+import json
+
+import numpy as np
+import pytest
+
+from videobert.corpus import make_corpus
+from videobert.extractors import BuiltinExtractor
+from videobert.video import iter_clips
+from videobert.vq import VisualVocab, hierarchical_kmeans
+
+
+def test_builtin_extractor_separates_actions_and_objects(tmp_path):
+    """Nearest class mean on held-out videos: far above the 10% chance level for verbs and for nouns."""
+    root = make_corpus(str(tmp_path), num_videos=24, seed=5, workers=2)
+    truth = json.loads((root / "ground_truth.json").read_text())
+    ex, rows = BuiltinExtractor(), []
+    for i, (vid, info) in enumerate(sorted(truth["videos"].items())):
+        clips = list(iter_clips(str(root / f"{vid}.mp4"), size=ex.size))
+        feats = ex(np.stack([c for _, _, c in clips]))
+        assert feats.shape[1] == ex.dim
+        for (s, e, _), f in zip(clips, feats):
+            step = next(st for st in info["steps"] if st["start"] <= (s + e) / 2 < st["end"])
+            rows.append((i < 16, f, truth["verbs"].index(step["verb"]), truth["nouns"].index(step["noun"])))
+    train = [r for r in rows if r[0]]
+    test = [r for r in rows if not r[0]]
+    for col, floor in ((2, 0.6), (3, 0.4)):
+        means = {c: np.mean([r[1] for r in train if r[col] == c], 0) for c in {r[col] for r in train}}
+        keys = list(means)
+        pred = [keys[int(np.argmin([((r[1] - means[k]) ** 2).sum() for k in keys]))] for r in test]
+        acc = np.mean([p == r[col] for p, r in zip(pred, test)])
+        assert acc > floor, (col, acc)
+
+
+def test_hierarchical_kmeans_recovers_separated_clusters(tmp_path):
+    rng = np.random.default_rng(0)
+    parents, children = rng.normal(0, 100, (3, 8)), rng.normal(0, 10, (3, 3, 8))
+    centres = (parents[:, None] + children).reshape(9, 8)
+    labels = np.repeat(np.arange(9), 50)
+    x = centres[labels] + rng.normal(0, 0.5, (450, 8))
+    vocab = hierarchical_kmeans(x, levels=2, k=3, seed=0)
+    words = vocab.words(x)
+    assert vocab.size == 9 and len(np.unique(words)) == 9
+    for c in range(9):  # one word per cluster, and a word's first digit is its parent cluster
+        assert len(np.unique(words[labels == c])) == 1
+    assert all(len(np.unique(words[labels // 3 == p] // 3)) == 1 for p in range(3))
+    vocab.save(tmp_path / "v.npz")
+    again = VisualVocab.load(tmp_path / "v.npz")
+    assert np.array_equal(again.words(x), words)
+    # a word is the greedy path of nearest centroids
+    top = np.argmin(((x[:, None] - vocab.centroids[0][None]) ** 2).sum(-1), 1)
+    leaf = vocab.centroids[1].reshape(3, 3, 8)[top]
+    assert np.array_equal(words, top * 3 + np.argmin(((leaf - x[:, None]) ** 2).sum(-1), 1))
+    with pytest.raises(ValueError, match="dim 8"):
+        vocab.words(np.zeros((2, 5)))
+
+
+def test_kmeans_nodes_with_fewer_points_than_k():
+    x = np.concatenate([np.zeros((20, 4)), np.ones((2, 4)) * 50])
+    vocab = hierarchical_kmeans(x, levels=2, k=4, seed=0)
+    assert vocab.words(x).max() < 16

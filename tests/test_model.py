@@ -1,0 +1,58 @@
+import torch
+import torch.nn.functional as F
+
+from videobert.losses import pretraining_losses
+from videobert.model import VideoBert, VideoBertConfig
+from videobert.sequences import IGNORE
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    cfg = VideoBertConfig(text_vocab_size=40, visual_vocab_size=20, hidden_size=32, num_layers=2, num_heads=4,
+                          intermediate_size=64, max_positions=16, dropout=0.0, **kw)
+    return VideoBert(cfg).eval()
+
+
+def test_attention_matches_a_reference_implementation():
+    m = tiny()
+    att = m.layers[0].attention
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    q, k, v = (p(x).view(2, 5, 4, 8).transpose(1, 2) for p in (att.query, att.key, att.value))
+    scores = (q @ k.transpose(-1, -2)) / 8 ** 0.5
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    ref = att.dense((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 32))
+    torch.testing.assert_close(att(x, mask[:, None, None, :]), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_real_tokens():
+    m = tiny()
+    ids = torch.tensor([[2, 7, 8, 5, 45, 3]])
+    seg = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    h = m(ids, seg, torch.ones_like(ids, dtype=torch.bool))
+    padded = m(torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1), torch.cat([seg, torch.zeros(1, 3, dtype=torch.long)], 1),
+               torch.tensor([[True] * 6 + [False] * 3]))
+    torch.testing.assert_close(padded[:, :6], h, atol=1e-5, rtol=1e-5)
+
+
+def test_losses_only_at_masked_positions_and_per_modality():
+    m = tiny()
+    ids = torch.tensor([[2, 4, 8, 5, 4, 3], [2, 9, 4, 5, 50, 3]])
+    labels = torch.full_like(ids, IGNORE)
+    labels[0, 1], labels[0, 4], labels[1, 2] = 11, 45, 12
+    batch = {"input_ids": ids, "segment_ids": torch.tensor([[0, 0, 0, 1, 1, 1]] * 2),
+             "attention_mask": torch.ones_like(ids, dtype=torch.bool), "labels": labels,
+             "align_label": torch.tensor([1, IGNORE])}
+    losses, preds = pretraining_losses(m, batch)
+    h = m(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+    full = m.token_logits(h.reshape(-1, 32))  # every position over the whole vocabulary
+    text = full.view(2, 6, -1)[[0, 1], [1, 2], :40]
+    torch.testing.assert_close(losses["mlm_loss"], F.cross_entropy(text, torch.tensor([11, 12])))
+    vis = full.view(2, 6, -1)[0, 4, 40:]
+    torch.testing.assert_close(losses["mvm_loss"], F.cross_entropy(vis[None], torch.tensor([5])))
+    torch.testing.assert_close(losses["align_loss"], F.cross_entropy(m.align_logits(h)[:1], torch.tensor([1])))
+    assert preds["mvm"][1].tolist() == [5]
+
+    batch["labels"] = torch.full_like(ids, IGNORE)  # nothing masked: zero loss, graph intact
+    losses, _ = pretraining_losses(m, batch)
+    assert losses["mlm_loss"].item() == 0 and losses["mlm_loss"].requires_grad

@@ -19,7 +19,6 @@ setup(
         "tokenizers==0.23.3",
         "numpy>=1.26",
         "faiss-cpu==1.15.1",
-        "matplotlib>=3.8",
     ],
     extras_require={"dev": ["pytest>=8"]},
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from videobert.captions import read_captions
-from videobert.corpus import make_corpus
+from videobert.corpus import CORPUS_VERSION, make_corpus
 from videobert.features import extract_features
 from videobert.shards import build_shards
 from videobert.text import train_wordpiece
@@ -34,8 +34,26 @@ class QuickstartDataModule(VideoBertDataModule):
                 "tokenizer": str(r / "tokenizer/vocab.txt"), "visual_vocab": str(r / "visual_vocab.npz"),
                 "ground_truth": str(r / "corpus/test/ground_truth.json")}
 
+    def _check_stamp(self) -> None:
+        """The cache records the settings it was built with; a different setting must not reuse it."""
+        hp = self.hparams
+        settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size", "vocab_levels",
+                                       "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed")}
+        settings["corpus_version"] = CORPUS_VERSION
+        stamp = self.root / "settings.json"
+        if stamp.exists():
+            built = json.loads(stamp.read_text())
+            changed = {k: (built.get(k), v) for k, v in settings.items() if built.get(k) != v}
+            if changed:
+                raise ValueError(f"{self.root} was built with other settings {changed} (built, wanted): "
+                                 "delete it or set data.cache_dir to another folder")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(json.dumps(settings, indent=1))
+
     def prepare_data(self) -> None:
         hp, r = self.hparams, self.root
+        self._check_stamp()
         for split, offset in SPLITS.items():
             corpus = r / "corpus" / split
             if not (corpus / "ground_truth.json").exists():

@@ -43,6 +43,8 @@ def _urls(spec: str) -> list[str]:
         if not urls:
             raise FileNotFoundError(f"{spec}: no .tar shards")
         return urls
+    if not any(c in spec for c in "{:") and not path.exists():
+        raise FileNotFoundError(f"{spec}: no such shard folder or file")
     return list(wds.shardlists.expand_urls(spec))
 
 
@@ -76,6 +78,10 @@ class VideoBertDataModule(L.LightningDataModule):
     def vocab_sizes(self) -> tuple[int, int]:
         return self.tokenizer.vocab_size, self.vocab.size
 
+    def max_sequence_length(self) -> int:
+        """The longest sequence built: [CLS] text [>] visual words [SEP]."""
+        return self.hparams.max_text_tokens + self.hparams.max_visual_words + 3
+
     def visual_centroids(self) -> np.ndarray:
         """(visual vocabulary size, D): the leaf centroid of every visual word, in word order."""
         return self.vocab.centroids[-1]
@@ -92,15 +98,18 @@ class VideoBertDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         hp = self.hparams
-        ds = (wds.WebDataset(_urls(self._require("train")), resampled=True, shardshuffle=False,
-                             nodesplitter=wds.split_by_node, seed=hp.seed, handler=wds.warn_and_continue)
-              .shuffle(hp.video_shuffle).map(decode_video, handler=wds.warn_and_continue)
+        ds = (wds.WebDataset(_urls(self._require("train")), resampled=True, shardshuffle=False, seed=hp.seed,
+                             handler=wds.warn_and_continue)
+              .map(decode_video, handler=wds.warn_and_continue).shuffle(hp.video_shuffle)
               .compose(self._builder()).shuffle(hp.sequence_shuffle)
               .batched(hp.batch_size, collation_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id), partial=False))
         return self._loader(ds, hp.num_workers, hp.batches_per_epoch)
 
     def _exact(self, spec: str):
-        return (wds.WebDataset(_urls(spec), shardshuffle=False, nodesplitter=wds.split_by_node, empty_check=False,
+        urls, world = _urls(spec), self.trainer.world_size if self.trainer else 1
+        if len(urls) < world:
+            raise ValueError(f"{spec}: {len(urls)} shards for {world} processes; every rank needs at least one")
+        return (wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node, empty_check=False,
                                handler=wds.warn_and_continue)
                 .map(decode_video, handler=wds.warn_and_continue))
 

@@ -39,7 +39,8 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     cli = lightning_main(["fit", *_cli_args(quickstart_cache, run)])
     assert cli.trainer.global_step == 6
     metrics = cli.trainer.callback_metrics
-    for key in ("train/loss", "train/mlm_loss", "train/mvm_loss", "train/align_loss", "val/loss", "val/mlm_acc"):
+    for key in ("train/loss", "train/mlm_loss", "train/mvm_loss", "train/align_loss", "train/mvm_acc", "val/loss",
+                "val/mlm_acc"):
         assert key in metrics and metrics[key].isfinite(), key
     rows = list(csv.DictReader(open(glob.glob(f"{run}/csv/*/metrics.csv")[0])))
     assert any(r.get("val/align_acc") for r in rows)  # a local copy readable without W&B
@@ -67,3 +68,21 @@ def test_unknown_config_key_fails_with_its_name(quickstart_cache, tmp_path, caps
 def test_every_experiment_config_loads(config, tmp_path):
     cli = lightning_main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
     assert cli.model is not None and cli.datamodule is not None
+
+
+def test_checkpoint_of_another_vocabulary_is_a_clear_error(quickstart_cache, tmp_path):
+    args = _cli_args(quickstart_cache, tmp_path, ["--model.text_vocab_size=999", "--model.visual_vocab_size=7"])
+    with pytest.raises(ValueError, match="999 text \\+ 7 visual tokens"):
+        lightning_main(["test", *args])
+    wandb.finish()
+
+
+def test_bad_data_settings_are_clear_errors(quickstart_cache, tmp_path):
+    from data_modules import QuickstartDataModule
+    from data_modules.videobert import _urls
+
+    args = {**tiny_data_args(quickstart_cache), "train_videos": 99}
+    with pytest.raises(ValueError, match="built with other settings .*train_videos"):
+        QuickstartDataModule(**args).prepare_data()
+    with pytest.raises(FileNotFoundError, match="no-such-folder"):
+        _urls(str(tmp_path / "no-such-folder"))

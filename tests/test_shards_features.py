@@ -47,11 +47,13 @@ def test_shards_report_bad_inputs_and_resume(tmp_path, capsys):
     assert not list((tmp_path / "shards").glob("*.tmp"))
 
 
-def test_features_one_row_per_clip(tmp_path):
+def test_features_one_row_per_clip(tmp_path, capsys):
     src = tmp_path / "videos"
     truth = make_corpus(str(src), num_videos=3, seed=2, workers=1) / "ground_truth.json"
     build_shards(str(src), str(tmp_path / "shards"), samples_per_shard=2)
+    (tmp_path / "shards/zz-corrupt.tar").write_bytes(b"not a tar file" * 100)
     paths = extract_features(str(tmp_path / "shards"), str(tmp_path / "feats"), workers=1)
+    assert "1 unreadable" in capsys.readouterr().out and len(paths) == 2
     videos = json.loads(truth.read_text())["videos"]
     for s in (s for p in paths for s in _members(p)):
         feats = np.load(io.BytesIO(s["features.npy"]))

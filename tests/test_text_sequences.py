@@ -35,6 +35,8 @@ def test_tokenizer_specials_labels_and_pickling(tokenizer, tmp_path):
     stock.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "egg"]))
     t = TextTokenizer(stock)
     assert t.bridge_id == 7 and t.vocab_size == 8
+    b = SequenceBuilder(t, FakeVocab(), mask_prob=0.5)  # [>] is the last id: replacements still work
+    assert b.text_pool.tolist() == [5, 6]
     with pytest.raises(ValueError, match="not one token"):
         tokenizer.token_id("stirring")
 
@@ -52,7 +54,7 @@ def test_masking_rates_and_specials():
     maskable = ~np.isin(ids, [2, 3, 5])
     n_targets = kept = masked = 0
     for _ in range(2000):
-        out, labels = mask_tokens(ids, maskable, rng, 0.15, mask_id=4, text_vocab=(6, 100), visual_vocab=(100, 150))
+        out, labels = mask_tokens(ids, maskable, rng, 0.15, mask_id=4, text_pool=np.arange(6, 100), visual_vocab=(100, 150))
         tgt = labels != IGNORE
         assert not tgt[~maskable].any() and np.array_equal(out[~maskable], ids[~maskable])
         assert np.array_equal(labels[tgt], ids[tgt]) and np.array_equal(out[~tgt], ids[~tgt])

@@ -54,6 +54,7 @@ FILLERS = [
     "my grandmother taught me this",
 ]
 
+CORPUS_VERSION = 2  # bump when the rendering or narration changes, so caches of the old corpus are not reused
 FPS = 20
 CLIP_SECONDS = 1.5  # the paper's clip: 30 frames at 20 fps
 
@@ -121,7 +122,7 @@ def _pose(verb: str, t: float, amp: float) -> tuple[float, float, float, float, 
 
 
 def render_frame(verb: str, noun: str, t: float, look: dict, size: int) -> np.ndarray:
-    """One RGB frame (size, size, 3) uint8 of `verb` applied to `noun` at time t."""
+    """One RGB frame (size, size, 3) uint8 of `verb` applied to `noun` at time t (verb None: idle)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     frame = np.empty((size, size, 3), np.float32)
     frame[:] = np.asarray(look["board"], np.float32) * (0.9 + 0.1 * yy[..., None] / size)
@@ -141,7 +142,7 @@ def render_frame(verb: str, noun: str, t: float, look: dict, size: int) -> np.nd
     frame = frame * (1 - inside[..., None]) + obj * inside[..., None]
     if not math.isnan(knife):  # a grey knife blade chopping down through the object
         blade = (np.abs(xx - cx - 2) < 1.5) & (yy < cy + knife)
-        frame[blade] = (90, 90, 100)
+        frame[blade] = (200, 200, 215)
     return frame.clip(0, 255).astype(np.uint8)
 
 
@@ -206,7 +207,8 @@ def write_mp4(path: Path, frames, fps: int, size: int) -> None:
 def _make_video(args: tuple) -> tuple[str, dict]:
     out_dir, video_id, seed, size, idle_prob, mismatch_prob = args
     rng = np.random.default_rng(seed)
-    look = {"board": rng.uniform(90, 160, 3) * np.array([1.2, 1.0, 0.8]), "amp": rng.uniform(0.85, 1.15),
+    # a dark, muted cutting board, so no object blends into it
+    look = {"board": rng.uniform(50, 95) + rng.uniform(-8, 8, 3), "amp": rng.uniform(0.85, 1.15),
             "scale": rng.uniform(0.85, 1.15), "offset": rng.uniform(-4, 4, 2), "tint": rng.uniform(0.92, 1.08)}
     steps = _plan_video(rng, idle_prob)
     cues = _narrate(rng, steps, mismatch_prob)

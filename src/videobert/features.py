@@ -62,10 +62,16 @@ def _feature_samples(src: str, extractor_name: str, fps: float, clip_frames: int
         yield out
 
 
-def _one_shard(job: tuple) -> tuple[str, int, int]:
+def _one_shard(job: tuple) -> tuple[str, int | None, int]:
+    """-> (shard name, samples written or None if the shard itself is unreadable, samples skipped)."""
     src, dst, extractor_name, fps, clip_frames = job
     errors: list[str] = []
-    n = write_shard(Path(dst), _feature_samples(src, extractor_name, fps, clip_frames, errors))
+    try:
+        n = write_shard(Path(dst), _feature_samples(src, extractor_name, fps, clip_frames, errors))
+    except Exception as err:  # a corrupt tar must not stop the other shards; it is reported and left out
+        Path(dst + ".tmp").unlink(missing_ok=True)
+        print(f"skip shard {src}: {type(err).__name__}: {err}")
+        return Path(dst).name, None, len(errors)
     return Path(dst).name, n, len(errors)
 
 
@@ -82,8 +88,9 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
             if not (out_dir / s.name).exists()]
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs) or 1))) as pool:
         done = list(pool.map(_one_shard, jobs))
-    update_index(out_dir, {name: n for name, n, _ in done})
-    skipped = sum(e for _, _, e in done)
-    print(f"features: {len(jobs)} shards extracted ({len(srcs) - len(jobs)} already done), "
-          f"{sum(n for _, n, _ in done)} videos, {skipped} skipped -> {out_dir}")
-    return [out_dir / s.name for s in srcs]
+    update_index(out_dir, {name: n for name, n, _ in done if n is not None})
+    failed = [name for name, n, _ in done if n is None]
+    print(f"features: {len(jobs) - len(failed)} shards extracted ({len(srcs) - len(jobs)} already done, "
+          f"{len(failed)} unreadable), {sum(n or 0 for _, n, _ in done)} videos, "
+          f"{sum(e for _, _, e in done)} skipped -> {out_dir}")
+    return [out_dir / s.name for s in srcs if (out_dir / s.name).exists()]

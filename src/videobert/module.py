@@ -5,6 +5,8 @@ yaml works for any tokenizer and visual vocabulary; they are stored in the check
 """
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -34,6 +36,12 @@ class VideoBertModule(L.LightningModule):
 
     def configure_model(self) -> None:
         hp, dm = self.hparams, self.trainer.datamodule
+        if dm is None and self.model is None:
+            raise ValueError("no DataModule to take the vocabulary sizes from: set model.text_vocab_size and "
+                             "model.visual_vocab_size")
+        if dm is not None and dm.max_sequence_length() > hp.max_positions:
+            raise ValueError(f"sequences of up to {dm.max_sequence_length()} tokens (data.max_text_tokens + "
+                             f"data.max_visual_words + 3) do not fit model.max_positions={hp.max_positions}")
         sizes = dm.vocab_sizes() if dm is not None else None
         if self.model is None:
             hp.text_vocab_size, hp.visual_vocab_size = sizes
@@ -65,7 +73,7 @@ class VideoBertModule(L.LightningModule):
         for name, (pred, target) in preds.items():
             if target.numel():
                 metric = self.metrics[f"{stage}_{name}"]
-                metric.update(pred, target)
+                metric(pred, target)
                 self.log(f"{stage}/{name}_acc", metric, batch_size=n)
         return loss
 
@@ -95,7 +103,9 @@ class VideoBertModule(L.LightningModule):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr,
                                 betas=tuple(self.hparams.betas))
-        total = max(1, self.trainer.estimated_stepping_batches)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("set trainer.max_steps: the learning-rate schedule needs a finite number of steps")
         warmup = min(self.hparams.warmup_steps, total // 2)
 
         def schedule(step: int) -> float:  # linear warmup, then linear decay to zero

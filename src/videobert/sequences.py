@@ -27,8 +27,11 @@ def build_sequence(text_ids, visual_ids, cls_id: int, sep_id: int, bridge_id: in
 
 
 def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, mask_prob: float,
-                mask_id: int, text_vocab: tuple[int, int], visual_vocab: tuple[int, int]):
-    """BERT masking of `ids` at `maskable` positions -> (corrupted ids, labels with IGNORE elsewhere)."""
+                mask_id: int, text_pool: np.ndarray, visual_vocab: tuple[int, int]):
+    """BERT masking of `ids` at `maskable` positions -> (corrupted ids, labels with IGNORE elsewhere).
+
+    A random replacement is drawn from the position's own modality: `text_pool` (the non-special
+    WordPiece ids) or the visual-word id range `visual_vocab` = [first, end)."""
     ids, labels = ids.copy(), np.full(len(ids), IGNORE, np.int64)
     cand = np.flatnonzero(maskable)
     if len(cand) == 0 or mask_prob <= 0:
@@ -37,9 +40,8 @@ def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator,
     labels[chosen] = ids[chosen]
     roll = rng.random(len(chosen))
     ids[chosen[roll < 0.8]] = mask_id
-    for pos in chosen[roll >= 0.9]:  # a random token from the position's own modality
-        lo, hi = visual_vocab if ids[pos] >= visual_vocab[0] else text_vocab
-        ids[pos] = rng.integers(lo, hi)
+    for pos in chosen[roll >= 0.9]:
+        ids[pos] = rng.integers(*visual_vocab) if ids[pos] >= visual_vocab[0] else rng.choice(text_pool)
     return ids, labels
 
 
@@ -54,8 +56,7 @@ class SequenceBuilder:
         self.max_text, self.max_visual, self.mask_prob = max_text_tokens, max_visual_words, mask_prob
         self.mix = np.asarray(mix, np.float64) / np.sum(mix)  # paired, text-only, video-only
         self.negative_prob, self.negatives_buffer, self.seed = negative_prob, negatives_buffer, seed
-        first_text = max(tokenizer.special_ids) + 1
-        self.text_range = (first_text, self.text_vocab_size)
+        self.text_pool = np.setdiff1d(np.arange(self.text_vocab_size), list(tokenizer.special_ids))
         self.visual_range = (self.text_vocab_size, self.text_vocab_size + vocab.size)
 
     def visual_ids(self, features: np.ndarray) -> np.ndarray:
@@ -72,7 +73,7 @@ class SequenceBuilder:
         ids = np.asarray(ids, np.int64)
         maskable = ~np.isin(ids, list(self.tok.special_ids))
         ids, labels = mask_tokens(ids, maskable, rng, self.mask_prob, self.tok.mask_id,
-                                  self.text_range, self.visual_range)
+                                  self.text_pool, self.visual_range)
         return {"input_ids": ids, "segment_ids": np.asarray(seg, np.int64), "labels": labels, "align_label": align}
 
     def video_examples(self, video: dict, rng: np.random.Generator, others: deque):

@@ -1,7 +1,7 @@
 """Video decoding with PyAV: any container and frame rate -> fixed-fps clips of fixed size.
 
-Frames are resampled to `fps` by timestamp (each target time takes the latest decoded frame, which also
-handles variable frame rate), resized so the short side is `size` and centre-cropped to a square.
+Frames are resampled to `fps` by timestamp (target time n / fps takes the first decoded frame later than
+n / fps - 0.5 / fps: nearest-frame resampling, which also handles variable frame rate), resized so the short side is `size` and centre-cropped to a square.
 Only one clip is held in memory, so long videos stream through.
 """
 from __future__ import annotations
@@ -58,27 +58,28 @@ def iter_clips(source: str | bytes, fps: float = 20.0, clip_frames: int = 30, si
     """
     clip_s = clip_frames / fps
     buf: list[np.ndarray] = []
-    next_t, latest = 0.0, None
+    n, latest = 0, None
     with _open(source, name) as container:
         if not container.streams.video:
             raise VideoError(f"{name}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         try:
             for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else next_t
+                t = float(frame.time) - t0 if frame.time is not None else n / fps
                 latest = None
-                while t + 0.5 / fps >= next_t:  # this frame is the latest at target time next_t
+                while t + 0.5 / fps >= n / fps:  # this frame is the nearest one for target time n / fps
                     latest = latest if latest is not None else _to_square(frame, size)
                     buf.append(latest)
-                    next_t += 1.0 / fps
+                    n += 1
                     if len(buf) == clip_frames:
-                        start = next_t - clip_s
+                        start = (n - clip_frames) / fps
                         yield start, start + clip_s, np.stack(buf)
                         buf = []
         except av.FFmpegError as err:
-            raise VideoError(f"{name}: decoding failed at {next_t:.2f} s ({err})") from None
+            raise VideoError(f"{name}: decoding failed at {n / fps:.2f} s ({err})") from None
     if buf and len(buf) >= min_fill * clip_frames:
-        start = next_t - len(buf) / fps
+        start = (n - len(buf)) / fps
         buf += [buf[-1]] * (clip_frames - len(buf))
         yield start, start + clip_s, np.stack(buf)

@@ -30,9 +30,12 @@ class VisualVocab:
         x = np.asarray(features, np.float32)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise ValueError(f"features of shape {x.shape} do not match the visual vocabulary (dim {self.dim})")
+        return np.concatenate([self._descend(x[i:i + 4096]) for i in range(0, len(x), 4096)] or [np.zeros(0, np.int64)])
+
+    def _descend(self, x: np.ndarray) -> np.ndarray:
         node = np.zeros(len(x), np.int64)
         for cents in self.centroids:
-            cand = cents.reshape(-1, self.k, self.dim)[node]  # (N, k, D) children of the current node
+            cand = cents.reshape(-1, self.k, self.dim)[node]  # (n, k, D) children of the current node
             node = node * self.k + ((cand - x[:, None]) ** 2).sum(-1).argmin(1)
         return node
 
@@ -78,6 +81,8 @@ def hierarchical_kmeans(x: np.ndarray, levels: int, k: int, niter: int = 20, see
 def load_features(shards: list[str], max_points: int, seed: int = 0) -> np.ndarray:
     """All clip features of the shards, or a uniform random sample of `max_points` rows."""
     rows = [np.load(io.BytesIO(s["features.npy"])) for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False)]
+    if not rows:
+        raise ValueError(f"no clip features in {shards[0]} ... ({len(shards)} shards)")
     x = np.concatenate(rows).astype(np.float32)
     if len(x) > max_points:
         x = x[np.random.default_rng(seed).choice(len(x), max_points, replace=False)]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..sequences import build_sequence, collate
+from ..sequences import IGNORE, build_sequence, collate
 
 TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 
@@ -45,8 +45,8 @@ class ZeroShotData:
             if len(inside) == 0:
                 continue
             ids, seg = build_sequence(self.template, inside, self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
-            yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), -100),
-                   "align_label": -100, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"])}
+            yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), IGNORE),
+                   "align_label": IGNORE, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"])}
 
     def __call__(self, videos):
         for video in videos:

@@ -3,14 +3,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VB := $(VENV)/bin/videobert
 EXP ?= experiments/quickstart.yaml
+# Extra pip arguments for torch, e.g. the CPU or a CUDA wheel index of pytorch.org where PyPI's default
+# build is not the one you want: make demo TORCH_PIP_ARGS="--index-url <index>"
+TORCH_PIP_ARGS ?=
 
 .PHONY: setup demo fit eval test test-full clean
 setup: $(VENV)/.installed
 
 # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py Makefile
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import webdataset as wds
 
-from videobert.corpus import make_corpus
+from videobert.corpus import make_corpus, write_mp4
 from videobert.features import extract_features
 from videobert.shards import build_shards
 
@@ -28,12 +28,14 @@ def test_shards_report_bad_inputs_and_resume(tmp_path, capsys):
     with open(src / "video00003.mp4", "rb") as f:  # a truncated mp4 that still has a caption
         (src / "trunc.mp4").write_bytes(f.read()[:300])
     shutil.copy(src / "video00003.vtt", src / "trunc.vtt")
+    write_mp4(src / "short.mp4", [np.full((32, 32, 3), 99, np.uint8)] * 20, fps=20, size=32)  # 1 s < one clip
+    shutil.copy(src / "video00003.vtt", src / "short.vtt")
 
     paths = build_shards(str(src), str(tmp_path / "shards"), samples_per_shard=3)
     out = capsys.readouterr().out
-    for name in ("no.caption.mp4", "empty.vtt", "broken.mp4", "latin1.srt", "trunc.mp4"):
+    for name in ("no.caption.mp4", "empty.vtt", "broken.mp4", "latin1.srt", "trunc.mp4", "short.mp4"):
         assert name in out, name
-    assert "skipped 5" in out
+    assert "shorter than one 1.5 s clip" in out and "skipped 6" in out
     samples = [s for p in paths for s in _members(p)]
     assert sorted(s["__key__"] for s in samples) == [f"video{i:05d}" for i in range(4)]
     meta = json.loads(samples[0]["json"])

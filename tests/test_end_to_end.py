@@ -8,6 +8,7 @@ import wandb
 import yaml
 
 from videobert.cli import lightning_main
+from videobert.module import VideoBertModule
 
 from .conftest import tiny_data_args
 
@@ -86,3 +87,5 @@ def test_bad_data_settings_are_clear_errors(quickstart_cache, tmp_path):
         QuickstartDataModule(**args).prepare_data()
     with pytest.raises(FileNotFoundError, match="no-such-folder"):
         _urls(str(tmp_path / "no-such-folder"))
+    with pytest.raises(ValueError, match="unknown losses \\['mvm'\\]"):
+        VideoBertModule(loss_weights={"mvm": 0.1})

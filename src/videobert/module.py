@@ -28,7 +28,11 @@ class VideoBertModule(L.LightningModule):
                  text_vocab_size: int | None = None, visual_vocab_size: int | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, **(loss_weights or {})}
+        self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0}
+        unknown = set(loss_weights or {}) - set(self.loss_weights)
+        if unknown:
+            raise ValueError(f"model.loss_weights: unknown losses {sorted(unknown)}; expected {sorted(self.loss_weights)}")
+        self.loss_weights.update(loss_weights or {})
         self.model: VideoBert | None = None
         self.zero_shot: ZeroShotMetrics | None = None
         if text_vocab_size is not None and visual_vocab_size is not None:

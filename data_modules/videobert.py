@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch
 import webdataset as wds
 
 from videobert.sequences import SequenceBuilder, collate
@@ -33,6 +34,19 @@ def decode_video(sample: dict) -> dict:
     if features.ndim != 2 or len(features) != len(meta.get("clips", [])):
         raise ValueError(f"{where}: features {features.shape} do not match {len(meta.get('clips', []))} clips")
     return {"__key__": sample["__key__"], "features": features, "json": meta}
+
+
+class SeededShuffle:
+    """A webdataset shuffle buffer seeded when iteration starts, from torch's seed in this process or
+    DataLoader worker (which `seed_everything` fixes and which differs per worker and epoch), so runs
+    repeat exactly; webdataset's own `.shuffle()` seeds from the clock."""
+
+    def __init__(self, bufsize: int, salt: int):
+        self.bufsize, self.salt = bufsize, salt
+
+    def __call__(self, source):
+        seed = (torch.initial_seed() * 1_000_003 + self.salt) % 2**63
+        return wds.filters.shuffle(self.bufsize, self.bufsize, seed=seed)(source)
 
 
 def _urls(spec: str) -> list[str]:
@@ -98,12 +112,17 @@ class VideoBertDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         hp = self.hparams
-        ds = (wds.WebDataset(_urls(self._require("train")), resampled=True, shardshuffle=False, seed=hp.seed,
-                             handler=wds.warn_and_continue)
-              .map(decode_video, handler=wds.warn_and_continue).shuffle(hp.video_shuffle)
-              .compose(self._builder()).shuffle(hp.sequence_shuffle)
-              .batched(hp.batch_size, collation_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id), partial=False))
-        return self._loader(ds, hp.num_workers, hp.batches_per_epoch)
+        pipeline = wds.DataPipeline(
+            # shards drawn with replacement, seeded by (rank, worker, epoch, seed): reproducible runs
+            wds.ResampledShards(_urls(self._require("train")), seed=hp.seed, deterministic=True),
+            wds.tarfile_to_samples(handler=wds.warn_and_continue),
+            wds.map(decode_video, handler=wds.warn_and_continue),
+            SeededShuffle(hp.video_shuffle, salt=0),
+            self._builder(),  # one video -> its sequences
+            SeededShuffle(hp.sequence_shuffle, salt=1),
+            wds.batched(hp.batch_size, collation_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id),
+                        partial=False))
+        return self._loader(pipeline, hp.num_workers, hp.batches_per_epoch)
 
     def _exact(self, spec: str):
         urls, world = _urls(spec), self.trainer.world_size if self.trainer else 1

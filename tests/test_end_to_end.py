@@ -50,6 +50,10 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     assert ckpt.exists()
     wandb.finish()  # one W&B run per command, as from the shell
 
+    again = lightning_main(["fit", *_cli_args(quickstart_cache, tmp_path / "again")])
+    wandb.finish()
+    assert again.trainer.callback_metrics["train/loss"] == metrics["train/loss"]  # same seed, same run
+
     cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / "test"), f"--ckpt_path={ckpt}"])
     res = cli.trainer.callback_metrics
     for what in ("verb", "noun"):

@@ -37,18 +37,21 @@ def _find_caption(video: Path) -> Path | None:
 
 
 def check_video(video: Path, min_seconds: float = MIN_SECONDS) -> dict:
-    """The sample for one video, or raise CaptionError/VideoError saying why it cannot be used."""
+    """The sample's `json` for one video, or raise CaptionError/VideoError saying why it cannot be used."""
     caption = _find_caption(video)
     if caption is None:
         raise CaptionError(f"{video}: no caption file ({' or '.join(video.stem + e for e in CAPTION_EXTS)})")
     cues = read_captions(caption)
-    data = video.read_bytes()
-    duration = probe_duration(data, name=str(video))
+    duration = probe_duration(str(video), name=str(video))
     if duration < min_seconds:
         raise VideoError(f"{video}: {duration:.2f} s is shorter than one {min_seconds} s clip")
-    meta = {"video_id": video.stem, "duration": duration, "source": video.name, "sentences": cues}
-    return {"__key__": sample_key(video.stem), video.suffix[1:].lower(): data, "json": meta,
-            "txt": "\n".join(c["text"] for c in cues)}
+    return {"video_id": video.stem, "duration": duration, "source": video.name, "sentences": cues}
+
+
+def make_sample(video: Path, meta: dict) -> dict:
+    """The shard sample of a checked video: its bytes under its container's extension, json and txt."""
+    return {"__key__": sample_key(video.stem), video.suffix[1:].lower(): video.read_bytes(), "json": meta,
+            "txt": "\n".join(c["text"] for c in meta["sentences"])}
 
 
 def write_shard(path: Path, samples) -> int:
@@ -86,8 +89,7 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
     good, skipped = [], Counter()
     for video in found:
         try:
-            check_video(video)
-            good.append(video)
+            good.append((video, check_video(video)))
         except (CaptionError, VideoError) as err:
             skipped[type(err).__name__] += 1
             print(f"skip {err}")
@@ -96,7 +98,7 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
         path = out_dir / f"{prefix}-{i // samples_per_shard:06d}.tar"
         paths.append(path)
         if not path.exists():
-            counts[path.name] = write_shard(path, (check_video(v) for v in good[i:i + samples_per_shard]))
+            counts[path.name] = write_shard(path, (make_sample(v, m) for v, m in good[i:i + samples_per_shard]))
     update_index(out_dir, counts)
     print(f"shards: {len(good)} videos in {len(paths)} shards ({len(paths) - len(counts)} already done) -> "
           f"{out_dir}; skipped {sum(skipped.values())} ({dict(skipped) or 'none'})")

@@ -1,13 +1,16 @@
 """Video decoding with PyAV: any container and frame rate -> fixed-fps clips of fixed size.
 
-Frames are resampled to `fps` by timestamp (target time n / fps takes the first decoded frame later than
-n / fps - 0.5 / fps: nearest-frame resampling, which also handles variable frame rate), resized so the short side is `size` and centre-cropped to a square.
+Frames are resampled to `fps` by timestamp (target time n / fps takes the decoded frame nearest to it,
+which also handles variable frame rate), turned upright as a player shows them (the display-matrix
+rotation, in steps of 90 degrees; flips are ignored), resized so the short side is `size` and
+centre-cropped to a square. Only the first video stream is decoded; audio and other streams are ignored.
 Only one clip is held in memory, so long videos stream through.
 """
 from __future__ import annotations
 
 import io
-from typing import Iterator
+import itertools
+from collections.abc import Iterator
 
 import av
 import numpy as np
@@ -45,8 +48,28 @@ def _to_square(frame: av.VideoFrame, size: int) -> np.ndarray:
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     rgb = frame.reformat(width=nw, height=nh, format="rgb24").to_ndarray()
-    top, left = (nh - size) // 2, (nw - size) // 2
+    # frame.rotation is counter-clockwise degrees (FFmpeg's av_display_rotation_get); players (ffplay's
+    # autorotate) show the picture turned by it, so np.rot90 (counter-clockwise for k > 0) does the same.
+    rgb = np.rot90(rgb, k=round(frame.rotation / 90) % 4)
+    top, left = (rgb.shape[0] - size) // 2, (rgb.shape[1] - size) // 2
     return rgb[top:top + size, left:left + size]
+
+
+def _nearest(frames: Iterator[av.VideoFrame], t0: float, fps: float, size: int) -> Iterator[np.ndarray]:
+    """Decoded frames (display order) -> one image per target time n / fps: the nearest frame's.
+
+    The last frame also stands for targets up to half a target period after it; a frame without a
+    timestamp is placed one target period after the previous one.
+    """
+    n, last_t, last = 0, -1 / fps, None
+    for frame in itertools.chain(frames, [None]):
+        t = float(frame.time) - t0 if frame is not None and frame.time is not None else last_t + 1 / fps
+        image = None
+        while last is not None and n / fps < (last_t + t) / 2:  # target n is nearer to `last` than to `frame`
+            image = image if image is not None else _to_square(last, size)
+            yield image
+            n += 1
+        last_t, last = t, frame
 
 
 def iter_clips(source: str | bytes, fps: float = 20.0, clip_frames: int = 30, size: int = 32,
@@ -58,7 +81,7 @@ def iter_clips(source: str | bytes, fps: float = 20.0, clip_frames: int = 30, si
     """
     clip_s = clip_frames / fps
     buf: list[np.ndarray] = []
-    n, latest = 0, None
+    n = 0
     with _open(source, name) as container:
         if not container.streams.video:
             raise VideoError(f"{name}: no video stream")
@@ -66,17 +89,13 @@ def iter_clips(source: str | bytes, fps: float = 20.0, clip_frames: int = 30, si
         stream.thread_type = "AUTO"
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         try:
-            for frame in container.decode(stream):
-                t = float(frame.time) - t0 if frame.time is not None else n / fps
-                latest = None
-                while t + 0.5 / fps >= n / fps:  # this frame is the nearest one for target time n / fps
-                    latest = latest if latest is not None else _to_square(frame, size)
-                    buf.append(latest)
-                    n += 1
-                    if len(buf) == clip_frames:
-                        start = (n - clip_frames) / fps
-                        yield start, start + clip_s, np.stack(buf)
-                        buf = []
+            for image in _nearest(container.decode(stream), t0, fps, size):
+                buf.append(image)
+                n += 1
+                if len(buf) == clip_frames:
+                    start = (n - clip_frames) / fps
+                    yield start, start + clip_s, np.stack(buf)
+                    buf = []
         except av.FFmpegError as err:
             raise VideoError(f"{name}: decoding failed at {n / fps:.2f} s ({err})") from None
     if buf and len(buf) >= min_fill * clip_frames:

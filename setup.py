@@ -20,6 +20,6 @@ setup(
         "numpy>=1.26",
         "faiss-cpu==1.15.1",
     ],
-    extras_require={"dev": ["pytest>=8"]},
+    extras_require={"hf": ["transformers==5.24.0"], "dev": ["pytest>=8", "transformers==5.24.0"]},
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
 )

@@ -1,5 +1,9 @@
 """Clip feature extractors: (N, T, S, S, 3) uint8 clips -> (N, D) float32 features.
 
+Every extractor is an `nn.Module` with `size` (square frame side the decoder must produce), `dim` (D),
+`name` (stored with the features) and `forward(clips)`: uint8 clips on its device -> float32 (N, D).
+`make_extractor("builtin")` or `make_extractor("hf:<model folder or hub name>")` (see hf_extractors.py).
+
 `builtin` needs no weights: a HOG/HOF-style descriptor (Laptev et al.) of appearance (colour histogram,
 gradient orientations) and motion (Lucas-Kanade flow orientations per temporal segment, divergence and
 curl, and the temporal spectrum of the mean flow). Each block is L2-normalised and weighted so that
@@ -8,6 +12,8 @@ appearance and motion weigh about the same in k-means distances.
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import nn
 
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
@@ -29,20 +35,26 @@ def _orientation_hist(dx, dy, weight, bins: int, signed: bool) -> np.ndarray:
     return (onehot * weight[..., None]).reshape(*weight.shape[:2], -1, bins).sum(2)
 
 
-class BuiltinExtractor:
+class BuiltinExtractor(nn.Module):
     """Weight-free appearance + motion descriptor. `size` is the square input side in pixels."""
 
+    name = "builtin"
     size = 32
+    runs_on_cpu = True  # numpy: feature extraction runs it inside the decoding workers, in parallel
     segments = 3  # temporal segments for the motion histograms
 
     def __init__(self, weights: tuple[float, ...] = (2.0, 1.5, 1.0, 0.5, 1.0)):
+        super().__init__()
         self.weights = weights
 
     @property
     def dim(self) -> int:
         return 64 + 4 + 36 + 8 * self.segments + 3 * self.segments + 4 + 24
 
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
+    def forward(self, clips: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """numpy in -> numpy out; a tensor in -> a float32 tensor on its device (computed on the CPU in numpy)."""
+        if isinstance(clips, torch.Tensor):
+            return torch.from_numpy(self.forward(clips.cpu().numpy())).to(clips.device)
         x = clips.astype(np.float32) / 255.0  # (N, T, S, S, 3)
         gray, fg = x.mean(-1), self._foreground(x)
         blocks = [self._colour(x, fg), self._hog(gray, fg), *self._motion(gray)]
@@ -110,10 +122,12 @@ class BuiltinExtractor:
         return [np.sqrt(hof), np.concatenate([dyn * 10, quad * 10], -1), np.concatenate(spec, -1)]
 
 
-EXTRACTORS = {"builtin": BuiltinExtractor}
+def make_extractor(spec: str, **options) -> nn.Module:
+    """`"builtin"` or `"hf:<model folder or hub name>"`; `options` go to the extractor's constructor."""
+    if spec == "builtin":
+        return BuiltinExtractor(**options)
+    if spec.startswith("hf:"):
+        from .hf_extractors import load_hf_extractor  # transformers is optional: import it only when asked
 
-
-def make_extractor(name: str):
-    if name not in EXTRACTORS:
-        raise ValueError(f"unknown extractor {name!r}; available: {sorted(EXTRACTORS)}")
-    return EXTRACTORS[name]()
+        return load_hf_extractor(spec[len("hf:"):], **options)
+    raise ValueError(f"unknown extractor {spec!r}; choices: 'builtin', 'hf:<model folder or hub name>'")

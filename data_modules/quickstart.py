@@ -62,7 +62,7 @@ class QuickstartDataModule(VideoBertDataModule):
             if not (r / "shards" / split / "index.json").exists():
                 build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split)
             if not (r / "features" / split / "index.json").exists():
-                extract_features(str(r / "shards" / split), str(r / "features" / split))
+                extract_features(str(r / "shards" / split), str(r / "features" / split), trainer=None)
         if not (r / "tokenizer/vocab.txt").exists():
             truth = json.loads((r / "corpus/train/ground_truth.json").read_text())
             texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]

@@ -1,56 +1,54 @@
 """Streams feature shards (WebDataset) and turns each video into VideoBERT sequences on the fly.
 
-train: shards drawn with replacement (`resampled`), a video shuffle buffer, sequences built per worker,
-a sequence shuffle buffer, batches; `batches_per_epoch` batches per epoch on every rank.
-val: one pass over the validation shards, split by node and worker. test: zero-shot classification
-examples from the test shards and the ground-truth sidecar.
+train: `mode: resampled` (shards drawn with replacement; `batches_per_epoch` batches per rank, or one
+pass worth computed from the shard index) or `mode: exact` (each sample once per epoch across all ranks
+and workers). Every rank runs the same number of batches either way. val: one pass over the validation
+shards, split across ranks and workers (ranks may run different numbers of batches; nothing in validation
+waits for the other ranks per step). test: zero-shot classification examples from the test shards and
+the ground-truth sidecar. See `videobert.streaming` for the mechanics.
 """
 from __future__ import annotations
 
 import functools
 import io
 import json
+import re
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 import webdataset as wds
+from lightning.pytorch.utilities import rank_zero_info
 
-from videobert.sequences import SequenceBuilder, collate
+from videobert.sequences import SequenceBuilder
+from videobert.shards import load_index
+from videobert.streaming import MODES, ShardSet, ShardStream, StreamState, worker_batches
 from videobert.tasks.zero_shot import ZeroShotData
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
 
 
-def decode_video(sample: dict) -> dict:
+def decode_video(sample: dict, dim: int | None = None) -> dict:
     """Raw tar members -> {"__key__", "features" (T, D) float32, "json"}; raises naming the sample."""
     where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     for key in ("features.npy", "json"):
         if key not in sample:
             raise KeyError(f"{where}: no '{key}' member (is this a feature shard?)")
-    features = np.load(io.BytesIO(sample["features.npy"]), allow_pickle=False).astype(np.float32)
+    try:
+        features = np.load(io.BytesIO(sample["features.npy"]), allow_pickle=False).astype(np.float32)
+    except ValueError as err:
+        raise ValueError(f"{where}: features.npy cannot be read ({err})") from None
     meta = json.loads(sample["json"])
     if features.ndim != 2 or len(features) != len(meta.get("clips", [])):
         raise ValueError(f"{where}: features {features.shape} do not match {len(meta.get('clips', []))} clips")
+    if dim is not None and features.shape[1] != dim:
+        raise ValueError(f"{where}: feature dimension {features.shape[1]}, the visual vocabulary expects {dim}")
     return {"__key__": sample["__key__"], "features": features, "json": meta}
 
 
-class SeededShuffle:
-    """A webdataset shuffle buffer seeded when iteration starts, from torch's seed in this process or
-    DataLoader worker (which `seed_everything` fixes and which differs per worker and epoch), so runs
-    repeat exactly; webdataset's own `.shuffle()` seeds from the clock."""
-
-    def __init__(self, bufsize: int, salt: int):
-        self.bufsize, self.salt = bufsize, salt
-
-    def __call__(self, source):
-        seed = (torch.initial_seed() * 1_000_003 + self.salt) % 2**63
-        return wds.filters.shuffle(self.bufsize, self.bufsize, seed=seed)(source)
-
-
 def _urls(spec: str) -> list[str]:
-    """A folder (all its .tar files) or a webdataset URL pattern."""
+    """A folder (all its .tar files) or a webdataset URL pattern (brace expansion, `pipe:` commands)."""
     path = Path(spec)
     if path.is_dir():
         urls = sorted(str(p) for p in path.glob("*.tar"))
@@ -62,24 +60,53 @@ def _urls(spec: str) -> list[str]:
     return list(wds.shardlists.expand_urls(spec))
 
 
-class VideoBertDataModule(L.LightningDataModule):
-    def __init__(self, train_shards: str | None = None, val_shards: str | None = None,
-                 test_shards: str | None = None, tokenizer: str | None = None, visual_vocab: str | None = None,
-                 ground_truth: str | None = None, batch_size: int = 32, num_workers: int = 2,
-                 batches_per_epoch: int = 1000, val_batches: int = 50, video_shuffle: int = 64,
-                 sequence_shuffle: int = 1000, max_text_tokens: int = 32, max_visual_words: int = 16,
-                 mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                 negative_prob: float = 0.5, seed: int = 0):
-        super().__init__()
-        self.save_hyperparameters()
+def _shard_name(url: str) -> str:
+    names = re.findall(r"[^/\s]+\.tar\b", url)
+    if not names:
+        raise ValueError(f"{url}: cannot tell the shard's file name (expected a name ending in .tar)")
+    return names[-1]
 
-    def _paths(self) -> dict[str, str | None]:
+
+def shard_sequences(shard_set: ShardSet, urls: list[str]) -> list[int] | None:
+    """Sentences (= sequences) per shard, from the index; None if a remote set has no index."""
+    names = [_shard_name(u) for u in urls]
+    if shard_set.index:
+        with wds.gopen(shard_set.index) as f:
+            index = json.load(f)
+        absent = [n for n in names if n not in index]
+        if absent:
+            raise KeyError(f"{shard_set.index}: no entry for {absent[:3]}{' ...' if len(absent) > 3 else ''}")
+    elif all(Path(u).is_file() for u in urls):
+        index = {}
+        for folder in sorted({Path(u).parent for u in urls}):
+            index.update(load_index(folder, [Path(u).name for u in urls if Path(u).parent == folder]))
+    else:
+        return None
+    return [int(index[n]["sentences"]) for n in names]
+
+
+class VideoBertDataModule(L.LightningDataModule):
+    def __init__(self, train_shards: str | list[ShardSet] | None = None, val_shards: str | None = None,
+                 test_shards: str | None = None, tokenizer: str | None = None, visual_vocab: str | None = None,
+                 ground_truth: str | None = None, mode: str = "resampled", batch_size: int = 32,
+                 num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
+                 video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
+                 max_visual_words: int = 16, mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                 negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1, max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
+        self.save_hyperparameters()
+        self.state = StreamState()
+        self.skips = {"videos": 0, "skipped": 0}
+
+    def _paths(self) -> dict:
         """Where the inputs are; the quickstart subclass points these at its cache."""
         hp = self.hparams
         return {"train": hp.train_shards, "val": hp.val_shards, "test": hp.test_shards,
                 "tokenizer": hp.tokenizer, "visual_vocab": hp.visual_vocab, "ground_truth": hp.ground_truth}
 
-    def _require(self, name: str) -> str:
+    def _require(self, name: str):
         value = self._paths()[name]
         if value is None:
             raise ValueError(f"data.{name} is not set in the experiment config")
@@ -100,48 +127,96 @@ class VideoBertDataModule(L.LightningDataModule):
         """(visual vocabulary size, D): the leaf centroid of every visual word, in word order."""
         return self.vocab.centroids[-1]
 
-    def _builder(self, seed_offset: int = 0) -> SequenceBuilder:
-        hp = self.hparams
-        return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, hp.mask_prob,
-                               tuple(hp.mix), hp.negative_prob, seed=hp.seed + seed_offset)
+    def set_epoch(self, epoch: int, step: int) -> None:
+        """Reseed the training stream (the LightningModule calls this when an epoch starts)."""
+        self.state.set(epoch, step)
 
-    def _loader(self, dataset, num_workers: int, batches: int):
-        loader = wds.WebLoader(dataset, batch_size=None, num_workers=num_workers,
-                               persistent_workers=num_workers > 0)
-        return loader.with_epoch(batches)
+    def _sets(self, name: str) -> list[tuple[list[str], list[int] | None, float]]:
+        spec = self._require(name)
+        sets = [ShardSet(spec)] if isinstance(spec, str) else [s if isinstance(s, ShardSet) else ShardSet(**s)
+                                                              for s in spec]
+        resolved = []
+        for s in sets:
+            urls = _urls(s.urls)
+            resolved.append((urls, shard_sequences(s, urls), s.weight))
+        return resolved
+
+    def _world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def _stream(self, name: str, build, collate_fn, mode: str, batches: int | None, pad: bool, seed: int,
+                workers: int, shuffle: bool = True):
+        hp, (rank, world) = self.hparams, self._world()
+        sets = [(urls, counts or [1] * len(urls), w) for urls, counts, w in self._sets(name)]
+        shards, readers = sum(len(urls) for urls, _, _ in sets), world * max(1, workers)
+        if mode == "exact" and shards < readers:
+            raise ValueError(f"{name} ({mode}): {shards} shards for {world} rank(s) x {max(1, workers)} worker(s) = "
+                             f"{readers} readers; every reader needs a shard (write smaller shards or use fewer workers)")
+        ds = ShardStream(sets, functools.partial(decode_video, dim=self.vocab.dim), build, collate_fn,
+                         hp.batch_size, mode, batches, rank, world, seed, self.state, pad=pad,
+                         video_shuffle=hp.video_shuffle if shuffle else 0,
+                         sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
+        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                           persistent_workers=workers > 0)
+
+    def _epoch_batches(self) -> int:
+        hp, (_, world) = self.hparams, self._world()
+        sets = self._sets("train")
+        if hp.mode == "exact" and any(w != 1.0 for *_, w in sets):
+            raise ValueError("data.mode=exact reads every sample once: shard-set weights apply to resampled mode only")
+        if any(counts is None for _, counts, _ in sets) and (hp.mode == "exact" or hp.batches_per_epoch is None):
+            raise ValueError("a remote shard set has no `index`: give its index.json, or set data.batches_per_epoch "
+                             "(resampled mode)")
+        seqs = [n for urls, counts, _ in sets for n in (counts or [0] * len(urls))]
+        if hp.mode == "resampled" and hp.max_sentences > 1:  # sentences per sequence: (1 + max) / 2 on average
+            seqs = [round(n * 2 / (1 + hp.max_sentences)) for n in seqs]
+        k = worker_batches(hp.mode, seqs, hp.batch_size, world, hp.num_workers, hp.batches_per_epoch)
+        per_rank = k * max(1, hp.num_workers)
+        rank_zero_info(f"train ({hp.mode}): {len(seqs)} shards, {sum(seqs)} sequences; {per_rank} batches of "
+                       f"{hp.batch_size} per rank per epoch on {world} rank(s) "
+                       f"({per_rank * hp.batch_size * world / max(1, sum(seqs)):.2f} passes)")
+        return k
 
     def train_dataloader(self):
         hp = self.hparams
-        pipeline = wds.DataPipeline(
-            # shards drawn with replacement, seeded by (rank, worker, epoch, seed): reproducible runs
-            wds.ResampledShards(_urls(self._require("train")), seed=hp.seed, deterministic=True),
-            wds.tarfile_to_samples(handler=wds.warn_and_continue),
-            wds.map(decode_video, handler=wds.warn_and_continue),
-            SeededShuffle(hp.video_shuffle, salt=0),
-            self._builder(),  # one video -> its sequences
-            SeededShuffle(hp.sequence_shuffle, salt=1),
-            wds.batched(hp.batch_size, collation_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id),
-                        partial=False))
-        return self._loader(pipeline, hp.num_workers, hp.batches_per_epoch)
-
-    def _exact(self, spec: str):
-        urls, world = _urls(spec), self.trainer.world_size if self.trainer else 1
-        if len(urls) < world:
-            raise ValueError(f"{spec}: {len(urls)} shards for {world} processes; every rank needs at least one")
-        return (wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node, empty_check=False,
-                               handler=wds.warn_and_continue)
-                .map(decode_video, handler=wds.warn_and_continue))
+        k = self._epoch_batches()
+        if self.trainer:  # on resume this is the restored epoch and step: the stream is reseeded by them
+            self.set_epoch(self.trainer.current_epoch, self.trainer.global_step)
+        builder = self._builder()
+        loader = self._stream("train", builder, builder.collate, hp.mode, k, pad=True, seed=hp.seed,
+                              workers=hp.num_workers)
+        loader.dataset.length = k * max(1, hp.num_workers)
+        return loader
 
     def val_dataloader(self):
-        hp = self.hparams
-        ds = (self._exact(self._require("val")).compose(self._builder(seed_offset=1))
-              .batched(hp.batch_size, collation_fn=functools.partial(collate, pad_id=self.tokenizer.pad_id)))
-        return self._loader(ds, 0, hp.val_batches)
+        builder = self._builder()
+        return self._stream("val", builder, builder.collate, "exact", self.hparams.val_batches, pad=False,
+                            seed=self.hparams.seed + 1, workers=0)
 
     def test_dataloader(self):
         truth_path = Path(self._require("ground_truth"))
         if not truth_path.is_file():
             raise FileNotFoundError(f"{truth_path}: no ground-truth sidecar for the zero-shot evaluation")
         zs = ZeroShotData(self.tokenizer, self.vocab, json.loads(truth_path.read_text()), self.hparams.max_visual_words)
-        ds = self._exact(self._require("test")).compose(zs).batched(self.hparams.batch_size, collation_fn=zs.collate)
-        return wds.WebLoader(ds, batch_size=None, num_workers=0)
+        return self._stream("test", lambda videos, rng: zs(videos), lambda ex, rng: zs.collate(ex), "exact", None, pad=False,
+                            seed=self.hparams.seed + 2, workers=0, shuffle=False)
+
+    def _builder(self) -> SequenceBuilder:
+        hp = self.hparams
+        return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, hp.mask_prob,
+                               tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
+                               max_subsample=hp.max_subsample)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count the samples the stream skipped; stop when too many were bad."""
+        if isinstance(batch, dict) and "data_stats" in batch:
+            videos, skipped = batch["data_stats"].tolist()
+            self.skips["videos"] += videos
+            self.skips["skipped"] += skipped
+            seen = self.skips["videos"] + self.skips["skipped"]
+            rate = self.skips["skipped"] / max(1, seen)
+            if seen >= self.hparams.skip_check_after and rate > self.hparams.max_skip_rate:
+                raise RuntimeError(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), "
+                                   f"more than data.max_skip_rate={self.hparams.max_skip_rate:.1%}; the warnings "
+                                   "above name the files")
+        return batch

@@ -93,3 +93,16 @@ def test_bad_data_settings_are_clear_errors(quickstart_cache, tmp_path):
         _urls(str(tmp_path / "no-such-folder"))
     with pytest.raises(ValueError, match="unknown losses \\['mvm'\\]"):
         VideoBertModule(loss_weights={"mvm": 0.1})
+
+
+def test_resume_from_last_continues_step_and_reseeds_the_stream(quickstart_cache, tmp_path):
+    run = tmp_path / "run"
+    lightning_main(["fit", *_cli_args(quickstart_cache, run), "--trainer.max_steps=3"])
+    wandb.finish()
+    cli = lightning_main(["fit", *_cli_args(quickstart_cache, run), "--trainer.max_steps=6", "--ckpt_path=last",
+                          "--data.init_args.batches_per_epoch=10"])  # (one epoch: the epoch start does not reseed)
+    wandb.finish()
+    assert cli.trainer.global_step == 6
+    assert cli.datamodule.state.get() == (0, 3)  # the resumed stream was seeded by the step it resumed at
+    sched = cli.trainer.lr_scheduler_configs[0].scheduler
+    assert sched.last_epoch == 6  # the schedule continued from the checkpoint

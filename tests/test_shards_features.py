@@ -40,7 +40,10 @@ def test_shards_report_bad_inputs_and_resume(tmp_path, capsys):
     assert sorted(s["__key__"] for s in samples) == [f"video{i:05d}" for i in range(4)]
     meta = json.loads(samples[0]["json"])
     assert set(meta) >= {"video_id", "duration", "sentences"} and samples[0]["mp4"][4:8] == b"ftyp"
-    assert json.loads((tmp_path / "shards/index.json").read_text()) == {"shard-000000.tar": 3, "shard-000001.tar": 1}
+    index = json.loads((tmp_path / "shards/index.json").read_text())
+    assert {k: v["samples"] for k, v in index.items()} == {"shard-000000.tar": 3, "shard-000001.tar": 1}
+    sentences = [len(json.loads(s["json"])["sentences"]) for s in samples]
+    assert sum(v["sentences"] for v in index.values()) == sum(sentences)
 
     mtimes = [p.stat().st_mtime_ns for p in paths]
     build_shards(str(src), str(tmp_path / "shards"), samples_per_shard=3)
@@ -55,12 +58,13 @@ def test_features_one_row_per_clip(tmp_path, capsys):
     build_shards(str(src), str(tmp_path / "shards"), samples_per_shard=2)
     (tmp_path / "shards/zz-corrupt.tar").write_bytes(b"not a tar file" * 100)
     paths = extract_features(str(tmp_path / "shards"), str(tmp_path / "feats"), workers=1)
-    assert "1 unreadable" in capsys.readouterr().out and len(paths) == 2
+    assert "1 shards unreadable" in capsys.readouterr().out and len(paths) == 2
     videos = json.loads(truth.read_text())["videos"]
     for s in (s for p in paths for s in _members(p)):
         feats = np.load(io.BytesIO(s["features.npy"]))
         meta = json.loads(s["json"])
         assert feats.dtype == np.float16 and feats.ndim == 2
         assert len(feats) == len(meta["clips"]) == round(videos[meta["video_id"]]["duration"] / 1.5)
-        assert meta["clips"][1] == [1.5, 3.0] and "mp4" in s
-    assert json.loads((tmp_path / "feats/index.json").read_text()) == {"shard-000000.tar": 2, "shard-000001.tar": 1}
+        assert meta["clips"][1] == [1.5, 3.0] and "mp4" not in s and "txt" in s
+    index = json.loads((tmp_path / "feats/index.json").read_text())
+    assert {k: v["samples"] for k, v in index.items()} == {"shard-000000.tar": 2, "shard-000001.tar": 1}

@@ -69,7 +69,7 @@ def test_masking_rates_and_specials():
 
 
 def test_builder_pairs_negatives_and_modes(tokenizer):
-    b = SequenceBuilder(tokenizer, FakeVocab(), mask_prob=0.0, mix=(1, 0, 0), negative_prob=0.5, seed=0)
+    b = SequenceBuilder(tokenizer, FakeVocab(), mask_prob=0.0, mix=(1, 0, 0), negative_prob=0.5)
     v = tokenizer.vocab_size
 
     def video(word):
@@ -109,3 +109,36 @@ def test_collate_pads():
     assert b["attention_mask"].tolist() == [[True] * 3, [True, True, False]]
     assert b["labels"][1].tolist() == [-100] * 3 and b["align_label"].tolist() == [1, -100]
     assert b["input_ids"].dtype == torch.long
+
+
+def test_neighbouring_sentences_and_visual_subsampling(tokenizer):
+    v = tokenizer.vocab_size
+    video = {"__key__": "v", "features": np.arange(40)[:, None].astype(np.float32), "json": {
+        "clips": [[1.5 * i, 1.5 * i + 1.5] for i in range(40)],
+        "sentences": [{"start": 6.0 * i, "end": 6.0 * i + 6.0, "text": "stir the egg"} for i in range(10)]}}
+
+    class Identity:  # visual word = clip index
+        size = 40
+
+        def words(self, f):
+            return f[:, 0].astype(np.int64)
+
+    b = SequenceBuilder(tokenizer, Identity(), max_text_tokens=64, max_visual_words=40, mask_prob=0.0,
+                        mix=(1, 0, 0), negative_prob=0.0, max_sentences=3, max_subsample=5)
+    rng, lengths, rates = np.random.default_rng(0), [], set()
+    n_words = len(tokenizer.encode("stir the egg"))
+    for _ in range(50):
+        exs = list(b.video_examples(video, rng, __import__("collections").deque()))
+        covered = 0
+        for ex in exs:
+            text = ex["input_ids"][ex["segment_ids"] == 0][1:]
+            vis = ex["input_ids"][ex["segment_ids"] == 1][1:-1] - v
+            k = len(text) // n_words  # sentences in this sequence
+            lengths.append(k)
+            step = set(np.diff(vis).tolist()) or {None}  # (one word: no step to see)
+            assert len(step) == 1 and step <= {None, 1, 2, 3, 4, 5}  # every r-th clip, r in 1..5
+            rates |= step - {None}
+            assert vis[0] == covered * 4 and vis[-1] < (covered + k) * 4  # the clips of exactly these sentences
+            covered += k
+        assert covered == 10  # every sentence used once
+    assert set(lengths) == {1, 2, 3} and rates == {1, 2, 3, 4, 5}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import netrc
 import os
 import sys
+import warnings
 
 
 def wandb_has_credentials() -> bool:
@@ -39,6 +40,9 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
 
 
 def main() -> None:
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.13 vs Lightning internals: not ours
+    # our streams give every worker its own shards and batch count, so their __len__ is exact
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
     # W&B: offline unless the user has credentials or chose a mode; never contacts a server by surprise.
     if "WANDB_MODE" not in os.environ and not wandb_has_credentials():
         os.environ["WANDB_MODE"] = "offline"

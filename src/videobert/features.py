@@ -1,96 +1,258 @@
 """Raw shards -> feature shards: one feature row per 1.5 s clip (paper: 30 frames at 20 fps).
 
-Each output sample keeps the input's keys and adds `features.npy` ((T, D) float16) and, in `json`,
-`clips` ([[start, end], ...] seconds) and `feature_extractor`. Shards are processed in parallel
-processes; each output shard is written atomically and skipped when it already exists. A sample whose
-video cannot be decoded is reported by key and shard, counted, and left out.
+A `Trainer.predict` loop, so `--trainer.devices N --trainer.strategy ddp` (and `num_nodes`) spread it
+over GPUs and machines. Each input shard belongs to one (rank, DataLoader worker) reader, which decodes
+its videos into chunks of clips; the model runs the extractor on them (under the Trainer's precision);
+`FeatureWriter` assembles each video's features and writes the rank's output shards atomically (temp
+name, then rename). A rerun skips finished output shards, so a killed job resumes where it stopped.
+
+Output samples keep the input's `txt` (and, with `keep_video`, the video bytes) and add `features.npy`
+((T, D) float16); `json` gains `clips` ([[start, end], ...] seconds), `sentences` (normalised cues,
+also for video2dataset shards that only have `txt` or subtitles), `feature_extractor` and `fps`. A
+video that cannot be decoded is reported by shard and key, counted and left out; an unreadable shard
+likewise.
 """
 from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ProcessPoolExecutor
+import os
+import tarfile
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import lightning as L
 import numpy as np
+import torch
 import webdataset as wds
+from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .captions import CaptionError, sentences_from_meta
 from .extractors import make_extractor
-from .shards import VIDEO_EXTS, update_index, write_shard
+from .shards import VIDEO_EXTS, count_sentences, tar_writer, update_index
 from .video import VideoError, iter_clips
 
 
-def clip_features(video: bytes, extractor, fps: float, clip_frames: int, name: str, batch: int = 64):
-    """(features (T, D) float16, clips [[start, end], ...]) for one video's bytes."""
-    feats, spans, pending = [], [], []
-    for start, end, frames in iter_clips(video, fps=fps, clip_frames=clip_frames, size=extractor.size, name=name):
-        spans.append([round(start, 3), round(end, 3)])
-        pending.append(frames)
-        if len(pending) == batch:
-            feats.append(extractor(np.stack(pending)))
-            pending = []
-    if pending:
-        feats.append(extractor(np.stack(pending)))
-    if not feats:
-        raise VideoError(f"{name}: shorter than one clip")
-    return np.concatenate(feats).astype(np.float16), spans
+@dataclass(frozen=True)
+class TrainerOptions:
+    """The Trainer settings that matter for extraction (`--trainer.devices 2 --trainer.strategy ddp`)."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
 
 
 def _video_bytes(sample: dict) -> bytes:
     for ext in VIDEO_EXTS:
         if ext[1:] in sample:
             return sample[ext[1:]]
-    raise VideoError(f"sample {sample.get('__key__')}: no video member ({', '.join(e[1:] for e in VIDEO_EXTS)})")
+    raise VideoError(f"no video member ({', '.join(e[1:] for e in VIDEO_EXTS)})")
 
 
-def _feature_samples(src: str, extractor_name: str, fps: float, clip_frames: int, errors: list):
-    extractor = make_extractor(extractor_name)
-    for sample in wds.WebDataset(src, shardshuffle=False, empty_check=False):
-        name = f"{src}:{sample['__key__']}"
+class ClipReader(torch.utils.data.IterableDataset):
+    """Per (rank, worker): its input shards, as a stream of items for the model and the writer.
+
+    Items (`kind`): `clips` (a chunk of one video: uint8 (n, T, S, S, 3), or its `features` when a CPU
+    extractor runs here in the worker), `video` (the video is complete: its output sample minus the
+    features), `drop` (the video failed: discard its chunks), `shard` (the shard is complete) and
+    `shard_failed` (it could not be read)."""
+
+    def __init__(self, jobs: list[tuple[str, str]], rank: int, world: int, size: int, fps: float,
+                 clip_frames: int, chunk: int, cpu_extractor=None):
+        super().__init__()
+        self.jobs, self.rank, self.world = jobs, rank, world
+        self.size, self.fps, self.clip_frames, self.chunk = size, fps, clip_frames, chunk
+        self.cpu_extractor = cpu_extractor
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for src, dst in self.jobs[self.rank * workers + worker::self.world * workers]:
+            yield from self._shard(src, dst)
+
+    def _shard(self, src: str, dst: str):
         try:
-            meta = json.loads(sample["json"])
-            feats, spans = clip_features(_video_bytes(sample), extractor, fps, clip_frames, name)
-        except (VideoError, KeyError, ValueError) as err:
-            errors.append(str(err))
-            print(f"skip {err}")
-            continue
-        meta.update(clips=spans, feature_extractor=extractor_name, fps=fps)
+            for sample in wds.tarfile_to_samples()([{"url": src}]):
+                yield from self._video(sample, src, dst)
+        except (tarfile.TarError, OSError) as err:  # a corrupt tar is reported and left out; the job goes on
+            yield {"kind": "shard_failed", "dst": dst, "error": f"{src}: {type(err).__name__}: {err}"}
+            return
+        yield {"kind": "shard", "dst": dst}
+
+    def _chunk(self, dst: str, key: str, frames: list[np.ndarray]) -> dict:
+        clips = np.stack(frames)
+        if self.cpu_extractor is not None:
+            return {"kind": "clips", "dst": dst, "key": key, "features": self.cpu_extractor(clips)}
+        return {"kind": "clips", "dst": dst, "key": key, "clips": torch.from_numpy(clips)}
+
+    def _video(self, sample: dict, src: str, dst: str):
+        key = sample["__key__"]
+        name = f"{src}:{key}"
+        pending, spans = [], []
+        try:
+            meta = json.loads(sample["json"]) if "json" in sample else {}
+            clips = iter_clips(_video_bytes(sample), fps=self.fps, clip_frames=self.clip_frames, size=self.size,
+                               name=name)
+            for start, end, frames in clips:
+                spans.append([round(start, 3), round(end, 3)])
+                pending.append(frames)
+                if len(pending) == self.chunk:
+                    yield self._chunk(dst, key, pending)
+                    pending = []
+            if not spans:
+                raise VideoError(f"{name}: shorter than one clip")
+            if pending:
+                yield self._chunk(dst, key, pending)
+            txt = sample["txt"].decode("utf-8") if "txt" in sample else None
+            meta["sentences"] = sentences_from_meta(meta, txt, spans[-1][1], name)
+        except (VideoError, CaptionError, ValueError, UnicodeDecodeError) as err:
+            msg = str(err) if name in str(err) else f"{name}: {err}"
+            yield {"kind": "drop", "dst": dst, "key": key, "error": msg}
+            return
+        meta.update(clips=spans, fps=self.fps)
+        keep = {k: v for k, v in sample.items() if not k.startswith("__") and k != "json"}
+        yield {"kind": "video", "dst": dst, "key": key, "sample": {"__key__": key, **keep, "json": meta}}
+
+
+class FeatureModule(L.LightningModule):
+    """Runs the extractor on chunks of clips; everything else passes through to the writer."""
+
+    def __init__(self, extractor: torch.nn.Module):
+        super().__init__()
+        self.extractor = extractor.eval()
+
+    def predict_step(self, item: dict, batch_idx: int):
+        if item["kind"] != "clips":
+            return None
+        if "features" in item:
+            return np.asarray(item["features"], np.float32)
+        with torch.no_grad():
+            return self.extractor(item["clips"]).float().cpu().numpy()
+
+
+class FeatureWriter(BasePredictionWriter):
+    """Assembles each video's features and writes this rank's output shards (temp name, then rename)."""
+
+    def __init__(self, out_dir: Path, extractor_name: str, keep_video: bool = False):
+        super().__init__(write_interval="batch")
+        self.out_dir, self.extractor_name, self.keep_video = out_dir, extractor_name, keep_video
+        self.open: dict[str, tuple[wds.TarWriter, dict]] = {}  # dst -> (writer, index entry)
+        self.pending: dict[tuple[str, str], list[np.ndarray]] = {}
+        self.entries: dict[str, dict] = {}
+        self.failed: list[str] = []
+        self.skipped = 0
+
+    def _writer(self, dst: str):
+        if dst not in self.open:
+            self.open[dst] = (tar_writer(dst + ".tmp"), {"samples": 0, "sentences": 0})
+        return self.open[dst]
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, item, batch_idx, dataloader_idx=0):
+        kind, dst = item["kind"], item["dst"]
+        if kind == "clips":
+            self.pending.setdefault((dst, item["key"]), []).append(prediction)
+        elif kind == "drop":
+            self.pending.pop((dst, item["key"]), None)
+            self.skipped += 1
+            print(f"skip {item['error']}")
+        elif kind == "video":
+            self._write_video(dst, item["sample"], np.concatenate(self.pending.pop((dst, item["key"]))))
+        elif kind == "shard":
+            sink, entry = self._writer(dst)  # (an input shard with no usable video gives an empty output shard)
+            sink.close()
+            os.replace(dst + ".tmp", dst)
+            self.entries[Path(dst).name] = entry
+            del self.open[dst]
+        elif kind == "shard_failed":
+            if dst in self.open:
+                self.open.pop(dst)[0].close()
+            Path(dst + ".tmp").unlink(missing_ok=True)
+            self.failed.append(item["error"])
+            print(f"skip shard {item['error']}")
+
+    def _write_video(self, dst: str, sample: dict, features: np.ndarray) -> None:
+        sink, entry = self._writer(dst)
+        if not self.keep_video:
+            sample = {k: v for k, v in sample.items() if "." + k not in VIDEO_EXTS}
         buf = io.BytesIO()
-        np.save(buf, feats)
-        out = {k: v for k, v in sample.items() if not k.startswith("__") or k == "__key__"}
-        out.update({"features.npy": buf.getvalue(), "json": json.dumps(meta).encode()})
-        yield out
+        np.save(buf, features.astype(np.float16))
+        sample["json"]["feature_extractor"] = self.extractor_name
+        sink.write({**sample, "features.npy": buf.getvalue(), "json": json.dumps(sample["json"]).encode()})
+        entry["samples"] += 1
+        entry["sentences"] += count_sentences(sample["json"])
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self.finish(trainer.global_rank, trainer.is_global_zero, trainer.strategy.barrier)
+
+    def finish(self, rank: int, is_zero: bool, barrier=lambda: None) -> None:
+        """Each rank leaves its index entries in a part file; rank 0 merges them into index.json."""
+        for dst in list(self.open):  # a shard whose end never came (cannot happen unless the reader broke)
+            self.open.pop(dst)[0].close()
+        part = self.out_dir / f"index.json.rank{rank}.part"
+        part.write_text(json.dumps({"entries": self.entries, "failed": self.failed, "skipped": self.skipped}))
+        barrier()
+        if not is_zero:
+            return
+        parts = [json.loads(p.read_text()) for p in sorted(self.out_dir.glob("index.json.rank*.part"))]
+        update_index(self.out_dir, {k: v for p in parts for k, v in p["entries"].items()})
+        for p in self.out_dir.glob("index.json.rank*.part"):
+            p.unlink()
+        print(f"features: {sum(len(p['entries']) for p in parts)} shards written, "
+              f"{sum(e['samples'] for p in parts for e in p['entries'].values())} videos, "
+              f"{sum(p['skipped'] for p in parts)} videos skipped, "
+              f"{sum(len(p['failed']) for p in parts)} shards unreadable -> {self.out_dir}")
 
 
-def _one_shard(job: tuple) -> tuple[str, int | None, int]:
-    """-> (shard name, samples written or None if the shard itself is unreadable, samples skipped)."""
-    src, dst, extractor_name, fps, clip_frames = job
-    errors: list[str] = []
-    try:
-        n = write_shard(Path(dst), _feature_samples(src, extractor_name, fps, clip_frames, errors))
-    except Exception as err:  # a corrupt tar must not stop the other shards; it is reported and left out
-        Path(dst + ".tmp").unlink(missing_ok=True)
-        print(f"skip shard {src}: {type(err).__name__}: {err}")
-        return Path(dst).name, None, len(errors)
-    return Path(dst).name, n, len(errors)
+class _ReaderData(L.LightningDataModule):
+    """Builds the reader once the process knows its rank (under DDP, inside each launched process)."""
+
+    def __init__(self, jobs, model, fps: float, clip_frames: int, chunk: int, workers: int):
+        super().__init__()
+        self.jobs, self.model, self.fps, self.clip_frames, self.chunk, self.workers = (
+            jobs, model, fps, clip_frames, chunk, workers)
+
+    def loader(self, rank: int, world: int):
+        cpu = self.model if getattr(self.model, "runs_on_cpu", False) else None  # numpy extractors: in workers
+        reader = ClipReader(self.jobs, rank, world, self.model.size, self.fps, self.clip_frames, self.chunk,
+                            cpu_extractor=cpu)
+        return torch.utils.data.DataLoader(reader, batch_size=None, num_workers=self.workers)
+
+    def predict_dataloader(self):
+        return self.loader(self.trainer.global_rank, self.trainer.world_size)
 
 
 def extract_features(shards: str, out: str, extractor: str = "builtin", fps: float = 20.0,
-                     clip_frames: int = 30, workers: int = 2) -> list[Path]:
-    """Extract features for every `*.tar` in the folder `shards` into `out` (same shard names)."""
-    make_extractor(extractor)  # fail fast on an unknown name
+                     clip_frames: int = 30, clips_per_batch: int = 64, workers: int = 2, keep_video: bool = False,
+                     trainer: TrainerOptions | None = TrainerOptions()) -> list[Path]:
+    """Extract features for every `*.tar` in the folder `shards` into `out` (same shard names).
+
+    `extractor`: `builtin` or `hf:<folder or hub name>` (a transformers video/image encoder).
+    `workers`: decoding processes per rank. `keep_video`: also copy the video bytes into the feature shards
+    (off by default: training never reads pixels, and without them feature shards are ~10-100x smaller;
+    the raw shards keep the video under the same shard name and key). `trainer`: devices, strategy, num_nodes, precision of the
+    `Trainer.predict` loop; None runs the same loop in this process without a Trainer (for use inside
+    another Trainer, e.g. the quickstart's `prepare_data`)."""
     srcs = sorted(Path(shards).glob("*.tar"))
     if not srcs:
         raise FileNotFoundError(f"{shards}: no .tar shards")
+    model = make_extractor(extractor)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(str(s), str(out_dir / s.name), extractor, fps, clip_frames) for s in srcs
-            if not (out_dir / s.name).exists()]
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs) or 1))) as pool:
-        done = list(pool.map(_one_shard, jobs))
-    update_index(out_dir, {name: n for name, n, _ in done if n is not None})
-    failed = [name for name, n, _ in done if n is None]
-    print(f"features: {len(jobs) - len(failed)} shards extracted ({len(srcs) - len(jobs)} already done, "
-          f"{len(failed)} unreadable), {sum(n or 0 for _, n, _ in done)} videos, "
-          f"{sum(e for _, _, e in done)} skipped -> {out_dir}")
+    jobs = [(str(s), str(out_dir / s.name)) for s in srcs if not (out_dir / s.name).exists()]
+    print(f"features: {len(jobs)} of {len(srcs)} shards to extract ({len(srcs) - len(jobs)} already done)")
+    writer, module = FeatureWriter(out_dir, model.name, keep_video), FeatureModule(model)
+    data = _ReaderData(jobs, model, fps, clip_frames, clips_per_batch, workers)
+    if trainer is None:
+        for i, item in enumerate(data.loader(0, 1)):
+            writer.write_on_batch_end(None, module, module.predict_step(item, i), None, item, i)
+        writer.finish(0, True)
+    else:
+        pl_trainer = L.Trainer(**asdict(trainer), logger=False, enable_checkpointing=False,
+                               enable_progress_bar=False, callbacks=[writer])
+        with warnings.catch_warnings():  # items are not index-sampled batches, and most return nothing: expected
+            warnings.filterwarnings("ignore", message=".*(batch indices|predict returned None).*")
+            pl_trainer.predict(module, datamodule=data, return_predictions=False)
     return [out_dir / s.name for s in srcs if (out_dir / s.name).exists()]

@@ -81,7 +81,16 @@ class VideoBertModule(L.LightningModule):
                 self.log(f"{stage}/{name}_acc", metric, batch_size=n)
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        dm = self.trainer.datamodule
+        if hasattr(dm, "set_epoch"):  # reaches the stream before the epoch's iterator starts (epochs > 0)
+            dm.set_epoch(self.current_epoch, self.global_step)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "data_stats" in batch:  # videos read / bad samples skipped by the stream, summed over ranks per epoch
+            videos, skipped = batch["data_stats"].float()
+            self.log_dict({"data/videos": videos, "data/skipped_samples": skipped}, on_step=False, on_epoch=True,
+                          reduce_fx="sum", sync_dist=True, batch_size=1)
         return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -2,9 +2,10 @@
 
 A sequence is `[CLS] text [>] visual words [SEP]` (segment 0 for text, 1 for video); text-only is
 `[CLS] text [SEP]` and video-only `[CLS] [>] visual words [SEP]`. Visual word w has token id
-`text_vocab_size + w`. Each caption sentence becomes one sequence whose visual words are the clips in
-its time span; a paired sequence is, with `negative_prob`, given the visual words of another video
-instead (alignment label 0). Masking follows BERT: `mask_prob` of the non-special tokens are targets;
+`text_vocab_size + w`. As in the paper, a run of 1..`max_sentences` neighbouring caption sentences
+becomes one sequence whose visual words are the clips in its time span, subsampled at a random rate of
+1..`max_subsample`; a paired sequence is, with `negative_prob`, given the visual words of another video
+instead (alignment label 0). Sequences are text+video, text-only or video-only in the ratio `mix`. Masking follows BERT: `mask_prob` of the non-special tokens are targets;
 of these 80% become [MASK], 10% a random token of the same modality, 10% stay.
 """
 from __future__ import annotations
@@ -28,21 +29,27 @@ def build_sequence(text_ids, visual_ids, cls_id: int, sep_id: int, bridge_id: in
 
 def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, mask_prob: float,
                 mask_id: int, text_pool: np.ndarray, visual_vocab: tuple[int, int]):
-    """BERT masking of `ids` at `maskable` positions -> (corrupted ids, labels with IGNORE elsewhere).
-
-    A random replacement is drawn from the position's own modality: `text_pool` (the non-special
-    WordPiece ids) or the visual-word id range `visual_vocab` = [first, end)."""
-    ids, labels = ids.copy(), np.full(len(ids), IGNORE, np.int64)
-    cand = np.flatnonzero(maskable)
-    if len(cand) == 0 or mask_prob <= 0:
-        return ids, labels
-    chosen = rng.choice(cand, size=max(1, int(round(len(cand) * mask_prob))), replace=False)
-    labels[chosen] = ids[chosen]
-    roll = rng.random(len(chosen))
-    ids[chosen[roll < 0.8]] = mask_id
-    for pos in chosen[roll >= 0.9]:
-        ids[pos] = rng.integers(*visual_vocab) if ids[pos] >= visual_vocab[0] else rng.choice(text_pool)
-    return ids, labels
+    """BERT masking of each row of `ids` ((B, L) or (L,)) at its `maskable` positions -> (corrupted ids,
+    labels with IGNORE elsewhere). Each row gets round(mask_prob x its maskable count) targets, at least
+    one; of these 80% become [MASK], 10% a random token of the position's own modality (`text_pool`, the
+    non-special WordPiece ids, or the visual-word id range `visual_vocab` = [first, end)), 10% stay.
+    Vectorised over the batch: one call per batch, not per sequence."""
+    one = np.ndim(ids) == 1
+    ids, maskable = np.atleast_2d(np.array(ids, np.int64)), np.atleast_2d(maskable)
+    labels = np.full(ids.shape, IGNORE, np.int64)
+    if mask_prob > 0:
+        n = maskable.sum(1)
+        k = np.where(n > 0, np.maximum(1, np.round(n * mask_prob)), 0)
+        rank = np.where(maskable, rng.random(ids.shape), np.inf).argsort(1).argsort(1)
+        chosen = rank < k[:, None]  # k random maskable positions per row
+        labels[chosen] = ids[chosen]
+        roll = rng.random(ids.shape)
+        visual = ids >= visual_vocab[0]
+        swap_visual, swap_text = chosen & (roll >= 0.9) & visual, chosen & (roll >= 0.9) & ~visual
+        ids[chosen & (roll < 0.8)] = mask_id
+        ids[swap_visual] = rng.integers(*visual_vocab, size=int(swap_visual.sum()))
+        ids[swap_text] = text_pool[rng.integers(len(text_pool), size=int(swap_text.sum()))]
+    return (ids[0], labels[0]) if one else (ids, labels)
 
 
 class SequenceBuilder:
@@ -50,74 +57,100 @@ class SequenceBuilder:
 
     def __init__(self, tokenizer, vocab, max_text_tokens: int = 32, max_visual_words: int = 16,
                  mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                 negative_prob: float = 0.5, negatives_buffer: int = 64, seed: int = 0):
+                 negative_prob: float = 0.5, negatives_buffer: int = 64, max_sentences: int = 1,
+                 max_subsample: int = 1):
         self.tok, self.vocab = tokenizer, vocab
         self.text_vocab_size = tokenizer.vocab_size
         self.max_text, self.max_visual, self.mask_prob = max_text_tokens, max_visual_words, mask_prob
         self.mix = np.asarray(mix, np.float64) / np.sum(mix)  # paired, text-only, video-only
-        self.negative_prob, self.negatives_buffer, self.seed = negative_prob, negatives_buffer, seed
+        self.negative_prob, self.negatives_buffer = negative_prob, negatives_buffer
+        if max_sentences < 1 or max_subsample < 1:
+            raise ValueError(f"max_sentences={max_sentences} and max_subsample={max_subsample} must be >= 1")
+        self.max_sentences, self.max_subsample = max_sentences, max_subsample
         self.text_pool = np.setdiff1d(np.arange(self.text_vocab_size), list(tokenizer.special_ids))
+        self.special = np.zeros(self.text_vocab_size + vocab.size, bool)  # id -> never masked
+        self.special[list(tokenizer.special_ids)] = True
         self.visual_range = (self.text_vocab_size, self.text_vocab_size + vocab.size)
 
     def visual_ids(self, features: np.ndarray) -> np.ndarray:
         return self.vocab.words(features) + self.text_vocab_size
 
-    def _span(self, words: np.ndarray, clips, start: float, end: float) -> np.ndarray:
-        mids = np.array([(a + b) / 2 for a, b in clips])
-        inside = np.flatnonzero((mids >= start) & (mids < end))
-        return words[inside[: self.max_visual]]
-
-    def example(self, text_ids, visual_ids, align: int, rng: np.random.Generator) -> dict:
+    def example(self, text_ids, visual_ids, align: int) -> dict:
+        """An unmasked sequence; `collate` masks whole batches at once."""
         ids, seg = build_sequence(text_ids[: self.max_text], visual_ids[: self.max_visual],
                                   self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
-        ids = np.asarray(ids, np.int64)
-        maskable = ~np.isin(ids, list(self.tok.special_ids))
-        ids, labels = mask_tokens(ids, maskable, rng, self.mask_prob, self.tok.mask_id,
-                                  self.text_pool, self.visual_range)
-        return {"input_ids": ids, "segment_ids": np.asarray(seg, np.int64), "labels": labels, "align_label": align}
+        return {"input_ids": np.asarray(ids, np.int64), "segment_ids": np.asarray(seg, np.int64), "align_label": align}
+
+    def collate(self, examples: list[dict], rng: np.random.Generator) -> dict:
+        """Pad a list of sequences into a batch and mask it (`labels` hold the targets)."""
+        batch = collate(examples, self.tok.pad_id)
+        ids = batch["input_ids"].numpy()
+        ids, labels = mask_tokens(ids, ~self.special[ids], rng, self.mask_prob, self.tok.mask_id, self.text_pool,
+                                  self.visual_range)
+        batch["input_ids"], batch["labels"] = torch.from_numpy(ids), torch.from_numpy(labels)
+        return batch
+
+    def _groups(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+        """Consecutive runs of 1..max_sentences neighbouring sentences covering all n: [(first, end)]."""
+        sizes = rng.integers(1, self.max_sentences + 1, size=n)
+        bounds = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), n)
+        return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
     def video_examples(self, video: dict, rng: np.random.Generator, others: deque):
-        """Sequences from one video: `video` has `features` (T, D) and `json` with `sentences`, `clips`."""
-        meta = video["json"]
+        """Sequences from one video: `video` has `features` (T, D) and `json` with `sentences`, `clips`.
+
+        Each group of neighbouring sentences is one sequence: its text, and the visual words of the clips
+        whose middle lies in its time span, taking every r-th word (r drawn from 1..max_subsample)."""
+        sents, clips = video["json"]["sentences"], video["json"]["clips"]
         words = self.visual_ids(video["features"])
-        for sent in meta["sentences"]:
-            text = self.tok.encode(sent["text"])
-            span = self._span(words, meta["clips"], sent["start"], sent["end"])
-            mode = rng.choice(3, p=self.mix)
+        mids = np.asarray(clips, np.float64).reshape(-1, 2).mean(1)
+        texts = self.tok.encode_batch([s["text"] for s in sents])
+        groups = self._groups(len(sents), rng)
+        lo = np.searchsorted(mids, [sents[i]["start"] for i, _ in groups], "left")
+        hi = np.searchsorted(mids, [sents[j - 1]["end"] for _, j in groups], "left")
+        rates = rng.integers(1, self.max_subsample + 1, size=len(groups))
+        modes = rng.choice(3, size=len(groups), p=self.mix)  # drawn per video: one call, not one per sequence
+        negative = rng.random(len(groups)) < self.negative_prob
+        for (i, j), a, b, rate, mode, neg in zip(groups, lo, hi, rates, modes, negative):
+            text = texts[i] if j == i + 1 else [t for k in range(i, j) for t in texts[k]]
+            span = words[a:b:rate][: self.max_visual]
             if mode == 1 or (mode == 0 and len(span) == 0):
-                yield self.example(text, [], IGNORE, rng)
+                yield self.example(text, [], IGNORE)
             elif mode == 2:
-                start = int(rng.integers(0, max(1, len(words) - self.max_visual + 1)))
-                yield self.example([], words[start:start + self.max_visual], IGNORE, rng)
-            elif others and rng.random() < self.negative_prob:
-                other = others[int(rng.integers(len(others)))]
+                start = int(rng.integers(0, max(1, len(words) - (self.max_visual - 1) * rate)))
+                yield self.example([], words[start::rate][: self.max_visual], IGNORE)
+            elif others and neg:
+                other = others[int(rng.integers(len(others)))][::rate]
                 start = int(rng.integers(0, max(1, len(other) - len(span) + 1)))
-                yield self.example(text, other[start:start + len(span)], 0, rng)
+                yield self.example(text, other[start:start + len(span)], 0)
             else:
-                yield self.example(text, span, 1, rng)
+                yield self.example(text, span, 1)
         others.append(words)
 
-    def __call__(self, videos):
-        """A webdataset `compose` stage: an iterator of videos -> an iterator of sequences."""
-        info = torch.utils.data.get_worker_info()
-        rng = np.random.default_rng([self.seed, info.id if info else 0, torch.initial_seed() % 2**31])
+    def __call__(self, videos, rng: np.random.Generator):
+        """An iterator of videos -> an iterator of sequences, drawing from `rng`."""
         others: deque = deque(maxlen=self.negatives_buffer)
         for video in videos:
-            yield from self.video_examples(video, rng, others)
+            key = video.get("__key__", "")
+            for example in self.video_examples(video, rng, others):
+                example["key"] = key
+                yield example
 
 
 def collate(examples: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
-    """Pad a list of sequences to the longest; `attention_mask` is True on real tokens."""
+    """Pad a list of sequences to the longest; `attention_mask` is True on real tokens; `labels` (targets)
+    are IGNORE where an example has none."""
     n, length = len(examples), max(len(e["input_ids"]) for e in examples)
-    batch = {"input_ids": torch.full((n, length), pad_id, dtype=torch.long),
-             "segment_ids": torch.zeros((n, length), dtype=torch.long),
-             "attention_mask": torch.zeros((n, length), dtype=torch.bool),
-             "labels": torch.full((n, length), IGNORE, dtype=torch.long)}
+    arrays = {"input_ids": np.full((n, length), pad_id, np.int64), "segment_ids": np.zeros((n, length), np.int64),
+              "attention_mask": np.zeros((n, length), bool), "labels": np.full((n, length), IGNORE, np.int64)}
     for i, e in enumerate(examples):
         k = len(e["input_ids"])
-        batch["input_ids"][i, :k] = torch.as_tensor(e["input_ids"])
-        batch["segment_ids"][i, :k] = torch.as_tensor(e["segment_ids"])
-        batch["attention_mask"][i, :k] = True
-        batch["labels"][i, :k] = torch.as_tensor(e["labels"])
+        arrays["input_ids"][i, :k] = e["input_ids"]
+        arrays["segment_ids"][i, :k] = e["segment_ids"]
+        arrays["attention_mask"][i, :k] = True
+        if "labels" in e:
+            arrays["labels"][i, :k] = e["labels"]
+    batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
     batch["align_label"] = torch.as_tensor([e["align_label"] for e in examples], dtype=torch.long)
+    batch["keys"] = [e.get("key", "") for e in examples]  # the source video of each sequence's text
     return batch

@@ -1,4 +1,7 @@
-"""A folder of videos + captions (matched by file stem) -> WebDataset tar shards, one sample per video.
+"""A folder of videos + captions -> WebDataset tar shards, one sample per video.
+
+Captions are matched by file stem (`<stem>.vtt`, `.srt` or `.json`), or looked up by stem in one
+corpus-wide caption file (HowTo100M `caption.json`, YouCook2 annotations; see captions.py).
 
 Sample keys (video2dataset-compatible): `__key__` (the sanitized stem), `mp4` (or the source container's
 extension) holding the video bytes, `json` ({"video_id", "duration", "sentences": [...]}) and `txt`
@@ -11,16 +14,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import tarfile
+import time
 from collections import Counter
 from pathlib import Path
 
 import webdataset as wds
 
-from .captions import CaptionError, read_captions
+from .captions import CaptionError, read_caption_index, read_captions
 from .video import VideoError, probe_duration
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov")
-CAPTION_EXTS = (".vtt", ".srt")
+CAPTION_EXTS = (".vtt", ".srt", ".json")  # .json: HowTo100M per-video lists or a YouCook2 per-video object
 MIN_SECONDS = 1.5  # one clip
 
 
@@ -36,12 +41,17 @@ def _find_caption(video: Path) -> Path | None:
     return None
 
 
-def check_video(video: Path, min_seconds: float = MIN_SECONDS) -> dict:
-    """The sample's `json` for one video, or raise CaptionError/VideoError saying why it cannot be used."""
-    caption = _find_caption(video)
-    if caption is None:
-        raise CaptionError(f"{video}: no caption file ({' or '.join(video.stem + e for e in CAPTION_EXTS)})")
-    cues = read_captions(caption)
+def check_video(video: Path, min_seconds: float = MIN_SECONDS, cues: list[dict] | None = None) -> dict:
+    """The sample's `json` for one video, or raise CaptionError/VideoError saying why it cannot be used.
+
+    `cues`: the video's captions when they come from a corpus-wide file; otherwise the caption file
+    beside the video is read.
+    """
+    if cues is None:
+        caption = _find_caption(video)
+        if caption is None:
+            raise CaptionError(f"{video}: no caption file ({' or '.join(video.stem + e for e in CAPTION_EXTS)})")
+        cues = read_captions(caption)
     duration = probe_duration(str(video), name=str(video))
     if duration < min_seconds:
         raise VideoError(f"{video}: {duration:.2f} s is shorter than one {min_seconds} s clip")
@@ -54,30 +64,81 @@ def make_sample(video: Path, meta: dict) -> dict:
             "txt": "\n".join(c["text"] for c in meta["sentences"])}
 
 
-def write_shard(path: Path, samples) -> int:
-    """Write samples to `path` atomically (temp name, then rename). Returns the sample count."""
+def count_sentences(meta) -> int:
+    meta = json.loads(meta) if isinstance(meta, (bytes, str)) else meta
+    return len(meta.get("sentences") or [])
+
+
+def tar_writer(path: str | Path) -> wds.TarWriter:
+    """A shard writer with whole-second member times: a float time would add a pax header to every member,
+    which doubles the cost of reading the shard back."""
+    return wds.TarWriter(str(path), mtime=int(time.time()))
+
+
+def write_shard(path: Path, samples) -> dict:
+    """Write samples to `path` atomically (temp name, then rename). Returns its index entry."""
     tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with wds.TarWriter(str(tmp)) as sink:
+    entry = {"samples": 0, "sentences": 0}
+    with tar_writer(tmp) as sink:
         for sample in samples:
             sink.write(sample)
-            n += 1
+            entry["samples"] += 1
+            entry["sentences"] += count_sentences(sample.get("json", {}))
     os.replace(tmp, path)
-    return n
+    return entry
 
 
-def update_index(out_dir: Path, counts: dict[str, int]) -> None:
+def scan_shard(path: Path) -> dict:
+    """The index entry of an existing shard, read from its `json` members (a shard that cannot be read
+    is reported and counted as empty: the stream will skip it and count that)."""
+    entry = {"samples": 0, "sentences": 0}
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    entry["samples"] += 1
+                    entry["sentences"] += count_sentences(tar.extractfile(member).read())
+    except (tarfile.TarError, OSError, ValueError) as err:
+        print(f"index: {path} cannot be read ({type(err).__name__}: {err}); counted as empty")
+        return {"samples": 0, "sentences": 0, "error": str(err)}
+    return entry
+
+
+def update_index(out_dir: Path, entries: dict[str, dict]) -> None:
+    """Merge {shard name: {"samples", "sentences"}} into `out_dir/index.json` (written atomically)."""
     index_path = out_dir / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index.update(counts)
-    tmp = index_path.with_suffix(".tmp")
+    index.update(entries)
+    tmp = index_path.with_name(f"index.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(dict(sorted(index.items())), indent=1))
     os.replace(tmp, index_path)
 
 
-def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str = "shard") -> list[Path]:
+def load_index(folder: Path, names: list[str]) -> dict[str, dict]:
+    """Index entries of the shards `names` in `folder`; entries missing from index.json (or the whole
+    file) are rebuilt by reading the shards, and written back."""
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    missing = [n for n in names if not isinstance(index.get(n), dict)]
+    if missing:
+        print(f"index: counting {len(missing)} shard(s) in {folder} not in {index_path.name}")
+        update_index(folder, {n: scan_shard(folder / n) for n in missing})
+        index = json.loads(index_path.read_text())
+    return {n: index[n] for n in names}
+
+
+def _indexed_cues(index: dict[str, list[dict]], video: Path, captions: str) -> list[dict]:
+    if video.stem not in index:
+        raise CaptionError(f"{video}: no captions with words for {video.stem!r} in {captions}")
+    return index[video.stem]
+
+
+def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str = "shard",
+                 captions: str | None = None) -> list[Path]:
     """Build shards `{out}/{prefix}-NNNNNN.tar` from every video in `videos` that has a caption.
 
+    `captions`: a corpus-wide caption file (HowTo100M caption.json or YouCook2 annotations json), read
+    once and looked up by video stem; without it, each video's caption file is found beside it.
     Videos are checked first (caption present and non-empty, decodable, at least one clip long);
     each bad one is reported with its file name and the reason, then skipped.
     """
@@ -86,10 +147,12 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
     found = sorted(p for p in Path(videos).iterdir() if p.suffix.lower() in VIDEO_EXTS)
     if not found:
         raise FileNotFoundError(f"{videos}: no videos ({', '.join(VIDEO_EXTS)})")
+    index = read_caption_index(captions) if captions else None
     good, skipped = [], Counter()
     for video in found:
         try:
-            good.append((video, check_video(video)))
+            cues = None if index is None else _indexed_cues(index, video, captions)
+            good.append((video, check_video(video, cues=cues)))
         except (CaptionError, VideoError) as err:
             skipped[type(err).__name__] += 1
             print(f"skip {err}")

@@ -39,6 +39,10 @@ class TextTokenizer:
         """WordPiece ids of `text`, without [CLS]/[SEP]."""
         return self.tok.encode(text, add_special_tokens=False).ids
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """`encode` for many texts in one call (much faster than one by one)."""
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
     def token_id(self, word: str) -> int:
         """The id of a word that must be a single WordPiece token (e.g. a label verb)."""
         ids = self.encode(word)

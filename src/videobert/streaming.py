@@ -1,0 +1,217 @@
+"""Feature shards -> batches, correct under DDP and DataLoader workers.
+
+Every (rank, worker) pair is a *slot*. Two modes:
+
+- `resampled` (pretraining default): each slot draws shards with replacement, forever; the epoch is a
+  fixed number of batches. Several shard sets can be mixed: the next video comes from set i with
+  probability weight_i / sum(weights).
+- `exact`: the shards are dealt to the slots once (largest first, to the slot with the fewest sequences),
+  so no sample is read by two slots and every sample is read once per epoch. Slots get unequal amounts of
+  data; a slot that runs out early starts its own shards again (padding, as DistributedSampler pads) until
+  it has produced the same number of batches as every other slot, so no rank waits for another.
+
+Each slot's randomness (shard draws and order, shuffle buffers, masking) is seeded from
+(seed, rank, worker, epoch, step at which the iterator started): runs repeat exactly, shuffles differ per
+rank, worker and epoch, and a run resumed from a checkpoint is reseeded by its step instead of replaying
+the batches of the epoch's start. `StreamState` carries epoch and step into persistent workers.
+
+A bad sample (corrupt tar member, undecodable npy, missing key, wrong feature dimension) is skipped,
+counted and logged; each batch carries the counts (`data_stats`) of its slot since the previous batch.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import webdataset as wds
+
+log = logging.getLogger(__name__)
+MODES = ("resampled", "exact")
+
+
+@dataclass
+class ShardSet:
+    """One source of shards. `urls`: a folder, a brace pattern (`/data/feat-{000000..000099}.tar`) or
+    webdataset `pipe:` URLs; `weight`: its share of videos in resampled mode; `index`: the index.json
+    of a remote set (a local set's index lies beside its shards and is rebuilt when missing)."""
+
+    urls: str
+    weight: float = 1.0
+    index: str | None = None
+
+
+class StreamState:
+    """Epoch and start step shared with DataLoader workers (also persistent ones) through shared memory."""
+
+    def __init__(self):
+        self._epoch, self._step = mp.Value("q", 0), mp.Value("q", 0)
+
+    def set(self, epoch: int, step: int) -> None:
+        self._epoch.value, self._step.value = epoch, step
+
+    def get(self) -> tuple[int, int]:
+        return self._epoch.value, self._step.value
+
+
+class SkipCounter:
+    """A webdataset handler that skips a bad sample or shard, logs why and counts it. `max_in_a_row`
+    skips with no good sample between them stop the stream (all shards unreadable: fail, do not spin)."""
+
+    def __init__(self, log_first: int = 20, max_in_a_row: int = 1000):
+        self.skipped = self.videos = self.videos_total = self._logged = self._in_a_row = 0
+        self.log_first, self.max_in_a_row = log_first, max_in_a_row
+
+    def good(self) -> None:
+        self.videos += 1
+        self.videos_total += 1
+        self._in_a_row = 0
+
+    def handler(self, exn: Exception) -> bool:
+        self.skipped += 1
+        self._in_a_row += 1
+        if self._in_a_row > self.max_in_a_row:
+            raise RuntimeError(f"{self._in_a_row} bad samples or shards in a row, the last: {exn}") from exn
+        if self._logged < self.log_first:
+            self._logged += 1
+            log.warning("skipped a bad sample: %s: %s", type(exn).__name__, exn)
+        return True
+
+    def take(self) -> torch.Tensor:
+        """(videos read, samples skipped) since the previous call."""
+        out = torch.tensor([self.videos, self.skipped], dtype=torch.long)
+        self.videos = self.skipped = 0
+        return out
+
+
+def assign_slots(sizes: list[int], slots: int) -> list[list[int]]:
+    """Deal items (shard indices) to `slots` bins, largest first, each to the bin with the least so far."""
+    bins, totals = [[] for _ in range(slots)], [0] * slots
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        j = min(range(slots), key=lambda j: (totals[j], j))
+        bins[j].append(i)
+        totals[j] += sizes[i]
+    return [sorted(b) for b in bins]
+
+
+def worker_batches(mode: str, sequences: list[int], batch_size: int, world: int, workers: int,
+                   batches_per_epoch: int | None = None) -> int:
+    """Batches each worker of each rank yields per epoch (rank total: this x workers).
+
+    resampled: `batches_per_epoch` per rank if given, else one pass worth of sequences (as OpenCLIP:
+    ceil(sequences / global batch), rounded up to a multiple of the workers). exact: enough for the
+    fullest slot to emit all its sequences."""
+    workers = max(1, workers)
+    if mode == "exact":
+        bins = assign_slots(sequences, world * workers)
+        return max(1, -(-max(sum(sequences[i] for i in b) for b in bins) // batch_size))
+    per_rank = batches_per_epoch or -(-sum(sequences) // (batch_size * world))
+    return max(1, -(-per_rank // workers))
+
+
+class ShardStream(torch.utils.data.IterableDataset):
+    """The per-slot pipeline: shards -> samples -> decode -> shuffle -> sequences -> shuffle -> batches.
+
+    `sets`: [(urls, sequence counts per url, weight)]. `decode(sample) -> video` may raise (a counted skip);
+    `build(videos, rng) -> sequences`; `collate(list, rng) -> batch`. `batches`: per worker, None = one pass;
+    `pad`: in exact mode, a worker that runs out starts its shards again until it has made `batches`."""
+
+    def __init__(self, sets, decode, build, collate, batch_size: int, mode: str, batches: int | None,
+                 rank: int, world: int, seed: int, state: StreamState, pad: bool = False, video_shuffle: int = 0,
+                 sequence_shuffle: int = 0, keep_members=("json", "features.npy")):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode {mode!r}: expected one of {MODES}")
+        self.sets, self.decode, self.build, self.collate = sets, decode, build, collate
+        self.batch_size, self.mode, self.batches = batch_size, mode, batches
+        self.rank, self.world, self.seed, self.state, self.pad = rank, world, seed, state, pad
+        self.length: int | None = None  # batches per epoch of the whole loader (all workers), when known
+        self.video_shuffle, self.sequence_shuffle, self.keep = video_shuffle, sequence_shuffle, keep_members
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("this stream has no fixed length")
+        return self.length
+
+    def _slot(self) -> tuple[int, int, np.random.Generator]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        epoch, step = self.state.get()
+        slot = self.rank * workers + worker
+        return slot, self.world * workers, np.random.default_rng([self.seed, self.rank, worker, epoch, step])
+
+    def _exact_passes(self, slot: int, slots: int, rng: np.random.Generator, skips: SkipCounter):
+        """The slot's sequences, pass after pass; each pass has its own shuffle buffers, so a padding
+        pass can never overtake the end of the real one."""
+        urls = [u for s in self.sets for u in s[0]]
+        sizes = [n for s in self.sets for n in s[1]]
+        if len(urls) < slots:
+            raise ValueError(f"{len(urls)} shards for {slots} readers (ranks x workers): exact mode needs at least "
+                             "one shard per reader; write smaller shards or use fewer workers")
+        mine = [urls[i] for i in assign_slots(sizes, slots)[slot]]
+        while True:  # a second pass is padding, only reached when the slot must keep producing batches
+            before = skips.videos_total
+            yield from self._sequences(self._videos((mine[i] for i in rng.permutation(len(mine))), skips), rng)
+            if not self.pad:
+                return
+            if skips.videos_total == before:
+                raise RuntimeError(f"reader {slot}: no usable sample in {mine} (see the skipped-sample warnings)")
+
+    def _sequences(self, videos, rng: np.random.Generator):
+        """Videos -> shuffled videos -> sequences -> shuffled sequences."""
+        if self.video_shuffle > 1:
+            videos = wds.filters.shuffle(self.video_shuffle, self.video_shuffle,
+                                         seed=int(rng.integers(2**62)))(videos)
+        sequences = self.build(videos, rng)
+        if self.sequence_shuffle > 1:
+            sequences = wds.filters.shuffle(self.sequence_shuffle, self.sequence_shuffle,
+                                            seed=int(rng.integers(2**62)))(sequences)
+        return sequences
+
+    def _videos(self, urls, skips: SkipCounter):
+        samples = wds.tarfile_to_samples(handler=skips.handler, select_files=self._wanted)(
+            {"url": u} for u in urls)
+        for sample in samples:
+            try:
+                video = self.decode(sample)
+            except Exception as exn:  # noqa: BLE001 -- any bad sample is a counted skip, by design
+                skips.handler(exn)
+                continue
+            skips.good()
+            yield video
+
+    def _wanted(self, name: str) -> bool:
+        return name.split("/")[-1].split(".", 1)[-1] in self.keep
+
+    def __iter__(self):
+        slot, slots, rng = self._slot()
+        skips = SkipCounter()
+        if self.mode == "exact":
+            sequences = self._exact_passes(slot, slots, rng, skips)
+        else:
+            streams = [self._videos(_draw_forever(urls, rng), skips) for urls, _, _ in self.sets]
+            weights = np.array([w for _, _, w in self.sets], np.float64)
+            sequences = self._sequences(_mix(streams, weights / weights.sum(), rng), rng)
+        made, batch = 0, []
+        for seq in sequences:
+            batch.append(seq)
+            if len(batch) == self.batch_size:
+                yield {**self.collate(batch, rng), "data_stats": skips.take()}
+                made, batch = made + 1, []
+                if made == self.batches:
+                    return
+        if batch:  # one pass (evaluation): the last, partial batch
+            yield {**self.collate(batch, rng), "data_stats": skips.take()}
+
+
+def _draw_forever(urls: list[str], rng: np.random.Generator):
+    while True:
+        yield urls[int(rng.integers(len(urls)))]
+
+
+def _mix(streams: list, probs: np.ndarray, rng: np.random.Generator):
+    """Interleave iterators, drawing the next item's source by `probs`."""
+    while True:
+        yield next(streams[int(rng.choice(len(streams), p=probs))])

@@ -1,0 +1,89 @@
+"""DDP correctness of the data path: 2 CPU processes (gloo), each run in a clean subprocess."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from videobert.testing import make_feature_shards, make_text_and_vocab
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SIZES = [1, 2, 3, 5, 9]  # videos per shard: deliberately uneven
+VAL_SIZES = [1, 4, 2]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    train = make_feature_shards(root / "train", TRAIN_SIZES, sentences=3, prefix="train")
+    val = make_feature_shards(root / "val", VAL_SIZES, sentences=2, seed=1, prefix="val")
+    make_text_and_vocab(root, root / "train")
+    return root, train, val
+
+
+def clean_env() -> dict:
+    """No distributed variables inherited from the parent, the repo importable, W&B offline."""
+    drop = {"MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK"}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("PL_", "TORCHELASTIC"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+    env["WANDB_MODE"] = "offline"
+    return env
+
+
+def run_ddp(script: list[str], timeout: int = 300) -> None:
+    proc = subprocess.run([sys.executable, *script], env=clean_env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def read_ranks(prefix: Path) -> list[dict]:
+    return [json.loads(Path(f"{prefix}.rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_exact_mode_every_sample_once_equal_batches(shards, tmp_path):
+    root, train_keys, val_keys = shards
+    run_ddp(["tests/ddp_stream.py", str(root), "exact", str(tmp_path / "out")])
+    ranks = read_ranks(tmp_path / "out")
+    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) > 0  # uneven shards, equal batches per rank
+    for epoch in (0, 1):
+        seen = [{k for b, e in zip(r["train"], r["epochs"]) if e == epoch for k in b} for r in ranks]
+        assert seen[0] | seen[1] == set(train_keys)  # every video's sentences reached training this epoch
+        assert not seen[0] & seen[1]  # and no video was read by both ranks
+    orders = [[k for b, e in zip(ranks[0]["train"], ranks[0]["epochs"]) if e == epoch for k in b] for epoch in (0, 1)]
+    assert orders[0] != orders[1]  # a new shuffle every epoch
+    val = [{k for b in r["val"] for k in b} for r in ranks]
+    assert val[0] | val[1] == set(val_keys) and not val[0] & val[1]  # validation: uneven per rank, no hang
+
+
+def test_resampled_mode_equal_batches_different_streams(shards, tmp_path):
+    root, train_keys, _ = shards
+    run_ddp(["tests/ddp_stream.py", str(root), "resampled", str(tmp_path / "out")])
+    ranks = read_ranks(tmp_path / "out")
+    assert [len(r["train"]) for r in ranks] == [12, 12]  # batches_per_epoch=6 (3 per worker) x 2 epochs
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 12
+    assert ranks[0]["train"] != ranks[1]["train"]  # each rank and worker draws its own shards
+    assert {k for r in ranks for b in r["train"] for k in b} <= set(train_keys)
+
+
+def test_feature_extraction_two_processes(tmp_path):
+    import webdataset as wds
+
+    from videobert.corpus import make_corpus
+    from videobert.shards import build_shards
+
+    make_corpus(str(tmp_path / "videos"), num_videos=5, seed=3, workers=1)
+    build_shards(str(tmp_path / "videos"), str(tmp_path / "raw"), samples_per_shard=1)
+    (tmp_path / "raw/zz-corrupt.tar").write_bytes(b"not a tar" * 50)
+    cmd = ["-m", "videobert.cli", "data", "features", "--shards", str(tmp_path / "raw"), "--out",
+           str(tmp_path / "feat"), "--workers", "1", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp"]
+    run_ddp(cmd)
+    outs = sorted((tmp_path / "feat").glob("*.tar"))
+    assert [p.name for p in outs] == [f"shard-{i:06d}.tar" for i in range(5)]  # the corrupt one left out
+    keys = [s["__key__"] for p in outs for s in wds.WebDataset(str(p), shardshuffle=False, empty_check=False)]
+    assert sorted(keys) == [f"video{i:05d}" for i in range(5)]  # each video in exactly one output shard
+    index = json.loads((tmp_path / "feat/index.json").read_text())
+    assert sorted(index) == [p.name for p in outs] and not list((tmp_path / "feat").glob("*.part"))
+    assert not list((tmp_path / "feat").glob("*.tmp"))

@@ -70,3 +70,4 @@ class QuickstartDataModule(VideoBertDataModule):
         if not (r / "visual_vocab.npz").exists():
             build_vocab(str(r / "features/train"), str(r / "visual_vocab.npz"), hp.vocab_levels, hp.vocab_k,
                         seed=hp.corpus_seed)
+        super().prepare_data()  # shard indexes

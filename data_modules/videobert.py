@@ -96,6 +96,9 @@ class VideoBertDataModule(L.LightningDataModule):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
+        if mode == "exact" and max_sentences > 1:
+            raise ValueError("data.mode=exact cannot size an epoch when sentences are concatenated at random "
+                             "(max_sentences > 1): use mode=resampled, or max_sentences=1")
         self.save_hyperparameters()
         self.state = StreamState()
         self.skips = {"videos": 0, "skipped": 0}
@@ -132,6 +135,7 @@ class VideoBertDataModule(L.LightningDataModule):
         self.state.set(epoch, step)
 
     def _sets(self, name: str) -> list[tuple[list[str], list[int] | None, float]]:
+        """[(urls, sequences per shard or None when unknown, weight)] of a split's shard sets."""
         spec = self._require(name)
         sets = [ShardSet(spec)] if isinstance(spec, str) else [s if isinstance(s, ShardSet) else ShardSet(**s)
                                                               for s in spec]
@@ -141,33 +145,39 @@ class VideoBertDataModule(L.LightningDataModule):
             resolved.append((urls, shard_sequences(s, urls), s.weight))
         return resolved
 
+    def prepare_data(self) -> None:
+        """Rebuild missing index entries of local shard sets once per machine, before any rank reads them."""
+        for name in ("train", "val", "test"):
+            if self._paths()[name] is not None:
+                self._sets(name)
+
     def _world(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
-    def _stream(self, name: str, build, collate_fn, mode: str, batches: int | None, pad: bool, seed: int,
-                workers: int, shuffle: bool = True):
+    def _stream(self, name: str, sets, build, collate_fn, mode: str, batches: int | None, seed: int, workers: int,
+                state: StreamState, shuffle: bool = True):
         hp, (rank, world) = self.hparams, self._world()
-        sets = [(urls, counts or [1] * len(urls), w) for urls, counts, w in self._sets(name)]
-        shards, readers = sum(len(urls) for urls, _, _ in sets), world * max(1, workers)
+        sets = [(urls, counts or [1] * len(urls), w) for urls, counts, w in sets]
+        shards, readers = sum(n > 0 for _, counts, _ in sets for n in counts), world * max(1, workers)
         if mode == "exact" and shards < readers:
-            raise ValueError(f"{name} ({mode}): {shards} shards for {world} rank(s) x {max(1, workers)} worker(s) = "
-                             f"{readers} readers; every reader needs a shard (write smaller shards or use fewer workers)")
+            raise ValueError(f"{name} ({mode}): {shards} non-empty shards for {world} rank(s) x {max(1, workers)} "
+                             f"worker(s) = {readers} readers; every reader needs one (write smaller shards or use "
+                             "fewer workers)")
         ds = ShardStream(sets, functools.partial(decode_video, dim=self.vocab.dim), build, collate_fn,
-                         hp.batch_size, mode, batches, rank, world, seed, self.state, pad=pad,
+                         hp.batch_size, mode, batches, rank, world, seed, state, pad=name == "train",
                          video_shuffle=hp.video_shuffle if shuffle else 0,
                          sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
         return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
                                            persistent_workers=workers > 0)
 
-    def _epoch_batches(self) -> int:
+    def _epoch_batches(self, sets) -> int:
         hp, (_, world) = self.hparams, self._world()
-        sets = self._sets("train")
         if hp.mode == "exact" and any(w != 1.0 for *_, w in sets):
             raise ValueError("data.mode=exact reads every sample once: shard-set weights apply to resampled mode only")
         if any(counts is None for _, counts, _ in sets) and (hp.mode == "exact" or hp.batches_per_epoch is None):
             raise ValueError("a remote shard set has no `index`: give its index.json, or set data.batches_per_epoch "
                              "(resampled mode)")
-        seqs = [n for urls, counts, _ in sets for n in (counts or [0] * len(urls))]
+        seqs = [n for urls, counts, _ in sets for n in (counts or [1] * len(urls))]
         if hp.mode == "resampled" and hp.max_sentences > 1:  # sentences per sequence: (1 + max) / 2 on average
             seqs = [round(n * 2 / (1 + hp.max_sentences)) for n in seqs]
         k = worker_batches(hp.mode, seqs, hp.batch_size, world, hp.num_workers, hp.batches_per_epoch)
@@ -178,28 +188,27 @@ class VideoBertDataModule(L.LightningDataModule):
         return k
 
     def train_dataloader(self):
-        hp = self.hparams
-        k = self._epoch_batches()
+        hp, sets = self.hparams, self._sets("train")
+        k = self._epoch_batches(sets)
         if self.trainer:  # on resume this is the restored epoch and step: the stream is reseeded by them
             self.set_epoch(self.trainer.current_epoch, self.trainer.global_step)
         builder = self._builder()
-        loader = self._stream("train", builder, builder.collate, hp.mode, k, pad=True, seed=hp.seed,
-                              workers=hp.num_workers)
+        loader = self._stream("train", sets, builder, builder.collate, hp.mode, k, hp.seed, hp.num_workers, self.state)
         loader.dataset.length = k * max(1, hp.num_workers)
         return loader
 
     def val_dataloader(self):
-        builder = self._builder()
-        return self._stream("val", builder, builder.collate, "exact", self.hparams.val_batches, pad=False,
-                            seed=self.hparams.seed + 1, workers=0)
+        builder = self._builder()  # (a fresh StreamState: the same masks every validation)
+        return self._stream("val", self._sets("val"), builder, builder.collate, "exact", self.hparams.val_batches,
+                            self.hparams.seed + 1, 0, StreamState())
 
     def test_dataloader(self):
         truth_path = Path(self._require("ground_truth"))
         if not truth_path.is_file():
             raise FileNotFoundError(f"{truth_path}: no ground-truth sidecar for the zero-shot evaluation")
         zs = ZeroShotData(self.tokenizer, self.vocab, json.loads(truth_path.read_text()), self.hparams.max_visual_words)
-        return self._stream("test", lambda videos, rng: zs(videos), lambda ex, rng: zs.collate(ex), "exact", None, pad=False,
-                            seed=self.hparams.seed + 2, workers=0, shuffle=False)
+        return self._stream("test", self._sets("test"), lambda videos, rng: zs(videos), lambda ex, rng: zs.collate(ex),
+                            "exact", None, self.hparams.seed + 2, 0, StreamState(), shuffle=False)
 
     def _builder(self) -> SequenceBuilder:
         hp = self.hparams
@@ -207,16 +216,13 @@ class VideoBertDataModule(L.LightningDataModule):
                                tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
                                max_subsample=hp.max_subsample)
 
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Count the samples the stream skipped; stop when too many were bad."""
-        if isinstance(batch, dict) and "data_stats" in batch:
-            videos, skipped = batch["data_stats"].tolist()
-            self.skips["videos"] += videos
-            self.skips["skipped"] += skipped
-            seen = self.skips["videos"] + self.skips["skipped"]
-            rate = self.skips["skipped"] / max(1, seen)
-            if seen >= self.hparams.skip_check_after and rate > self.hparams.max_skip_rate:
-                raise RuntimeError(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), "
-                                   f"more than data.max_skip_rate={self.hparams.max_skip_rate:.1%}; the warnings "
-                                   "above name the files")
-        return batch
+    def count_skips(self, videos: int, skipped: int) -> None:
+        """Add the stream's counts (summed over ranks, so every rank decides alike); stop when too many were bad."""
+        self.skips["videos"] += videos
+        self.skips["skipped"] += skipped
+        seen = self.skips["videos"] + self.skips["skipped"]
+        rate = self.skips["skipped"] / max(1, seen)
+        if seen >= self.hparams.skip_check_after and rate > self.hparams.max_skip_rate:
+            raise RuntimeError(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), more "
+                               f"than data.max_skip_rate={self.hparams.max_skip_rate:.1%}; the warnings above name "
+                               "the files")

@@ -11,7 +11,7 @@ from videobert.testing import make_feature_shards, make_text_and_vocab
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SIZES = [1, 2, 3, 5, 9]  # videos per shard: deliberately uneven
-VAL_SIZES = [1, 4, 2]
+VAL_SIZES = [1, 6, 2]  # 2 sentences each: readers of 12 and 6 sequences -> 3 and 2 batches of 4
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_exact_mode_every_sample_once_equal_batches(shards, tmp_path):
     root, train_keys, val_keys = shards
     run_ddp(["tests/ddp_stream.py", str(root), "exact", str(tmp_path / "out")])
     ranks = read_ranks(tmp_path / "out")
-    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) > 0  # uneven shards, equal batches per rank
+    # uneven shards, equal batches per rank: the fullest reader has 27 sequences -> 7 batches x 2 workers x 2 epochs
+    assert len(ranks[0]["train"]) == len(ranks[1]["train"]) == 28
     for epoch in (0, 1):
         seen = [{k for b, e in zip(r["train"], r["epochs"]) if e == epoch for k in b} for r in ranks]
         assert seen[0] | seen[1] == set(train_keys)  # every video's sentences reached training this epoch
@@ -54,7 +55,8 @@ def test_exact_mode_every_sample_once_equal_batches(shards, tmp_path):
     orders = [[k for b, e in zip(ranks[0]["train"], ranks[0]["epochs"]) if e == epoch for k in b] for epoch in (0, 1)]
     assert orders[0] != orders[1]  # a new shuffle every epoch
     val = [{k for b in r["val"] for k in b} for r in ranks]
-    assert val[0] | val[1] == set(val_keys) and not val[0] & val[1]  # validation: uneven per rank, no hang
+    assert val[0] | val[1] == set(val_keys) and not val[0] & val[1]  # every validation sample once per rank set
+    assert sorted(len(r["val"]) for r in ranks) == [2 * 2, 2 * 3]  # uneven validation (2 epochs), and no hang
 
 
 def test_resampled_mode_equal_batches_different_streams(shards, tmp_path):

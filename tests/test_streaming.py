@@ -79,6 +79,10 @@ def test_missing_index_is_rebuilt(data, tmp_path):
     (tmp_path / "c/index.json").unlink()
     assert len(dm_for(data, str(tmp_path / "c"), mode="exact").train_dataloader()) == 7  # ceil(25 / 4)
     assert json.loads((tmp_path / "c/index.json").read_text()) == written
+    make_feature_shards(tmp_path / "new", [6], sentences=2, prefix="c")  # a shard replaced by another file:
+    (tmp_path / "new/c-000000.tar").replace(tmp_path / "c/c-000000.tar")  # its stale entry is recounted
+    assert len(dm_for(data, str(tmp_path / "c"), mode="exact").train_dataloader()) == 7  # ceil((12 + 15) / 4)
+    assert json.loads((tmp_path / "c/index.json").read_text())["c-000000.tar"]["sentences"] == 12
 
 
 def test_stream_repeats_from_seed_and_is_reseeded_by_step(data):
@@ -92,9 +96,11 @@ def test_stream_repeats_from_seed_and_is_reseeded_by_step(data):
 
 
 def test_too_few_shards_for_the_readers_fails_at_start(data, tmp_path):
-    make_feature_shards(tmp_path / "one", [5], prefix="one")
-    with pytest.raises(ValueError, match="1 shards for 1 rank\\(s\\) x 2 worker\\(s\\) = 2 readers"):
+    make_feature_shards(tmp_path / "one", [5, 0], prefix="one")  # an empty shard does not count
+    with pytest.raises(ValueError, match="1 non-empty shards for 1 rank\\(s\\) x 2 worker\\(s\\) = 2 readers"):
         dm_for(data, str(tmp_path / "one"), mode="exact", num_workers=2).train_dataloader()
+    with pytest.raises(ValueError, match="max_sentences > 1"):
+        dm_for(data, str(tmp_path / "one"), mode="exact", max_sentences=3)
 
 
 def _write_bad_shard(path, dim: int):
@@ -127,4 +133,4 @@ def test_bad_samples_are_counted_skips_and_a_threshold_stops_the_run(data, tmp_p
     strict = dm_for(data, str(bad), mode="exact", max_skip_rate=0.2, skip_check_after=5)
     with pytest.raises(RuntimeError, match="data.max_skip_rate=20.0%"):
         for batch in strict.train_dataloader():
-            strict.on_before_batch_transfer(batch, 0)
+            strict.count_skips(*batch["data_stats"].tolist())

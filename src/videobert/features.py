@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from .captions import CaptionError, sentences_from_meta
 from .extractors import make_extractor
 from .shards import VIDEO_EXTS, count_sentences, tar_writer, update_index
+from .streaming import assign_slots
 from .video import VideoError, iter_clips
 
 
@@ -70,8 +71,9 @@ class ClipReader(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        for src, dst in self.jobs[self.rank * workers + worker::self.world * workers]:
-            yield from self._shard(src, dst)
+        sizes = [Path(src).stat().st_size for src, _ in self.jobs]  # balance readers by bytes, not shard count
+        for i in assign_slots(sizes, self.world * workers)[self.rank * workers + worker]:
+            yield from self._shard(*self.jobs[i])
 
     def _shard(self, src: str, dst: str):
         try:
@@ -164,7 +166,7 @@ class FeatureWriter(BasePredictionWriter):
             sink, entry = self._writer(dst)  # (an input shard with no usable video gives an empty output shard)
             sink.close()
             os.replace(dst + ".tmp", dst)
-            self.entries[Path(dst).name] = entry
+            self.entries[Path(dst).name] = {**entry, "bytes": Path(dst).stat().st_size}
             del self.open[dst]
         elif kind == "shard_failed":
             if dst in self.open:
@@ -189,8 +191,9 @@ class FeatureWriter(BasePredictionWriter):
 
     def finish(self, rank: int, is_zero: bool, barrier=lambda: None) -> None:
         """Each rank leaves its index entries in a part file; rank 0 merges them into index.json."""
-        for dst in list(self.open):  # a shard whose end never came (cannot happen unless the reader broke)
+        for dst in list(self.open):  # a shard whose end never came (only if the reader broke): not kept
             self.open.pop(dst)[0].close()
+            Path(dst + ".tmp").unlink(missing_ok=True)
         part = self.out_dir / f"index.json.rank{rank}.part"
         part.write_text(json.dumps({"entries": self.entries, "failed": self.failed, "skipped": self.skipped}))
         barrier()

@@ -16,6 +16,7 @@ import os
 import re
 import tarfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def write_shard(path: Path, samples) -> dict:
             entry["samples"] += 1
             entry["sentences"] += count_sentences(sample.get("json", {}))
     os.replace(tmp, path)
-    return entry
+    return {**entry, "bytes": path.stat().st_size}
 
 
 def scan_shard(path: Path) -> dict:
@@ -101,7 +102,7 @@ def scan_shard(path: Path) -> dict:
     except (tarfile.TarError, OSError, ValueError) as err:
         print(f"index: {path} cannot be read ({type(err).__name__}: {err}); counted as empty")
         return {"samples": 0, "sentences": 0, "error": str(err)}
-    return entry
+    return {**entry, "bytes": path.stat().st_size}
 
 
 def update_index(out_dir: Path, entries: dict[str, dict]) -> None:
@@ -109,21 +110,24 @@ def update_index(out_dir: Path, entries: dict[str, dict]) -> None:
     index_path = out_dir / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
     index.update(entries)
-    tmp = index_path.with_name(f"index.json.{os.getpid()}.tmp")
+    tmp = index_path.with_name(f"index.json.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(dict(sorted(index.items())), indent=1))
     os.replace(tmp, index_path)
 
 
 def load_index(folder: Path, names: list[str]) -> dict[str, dict]:
-    """Index entries of the shards `names` in `folder`; entries missing from index.json (or the whole
-    file) are rebuilt by reading the shards, and written back."""
+    """Index entries of the shards `names` in `folder`. Entries missing from index.json (or the whole
+    file), or recorded for a file of another size, are rebuilt by reading the shards and written back;
+    a shard that cannot be read counts as empty now and is not recorded, so it is read again next time."""
     index_path = folder / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    missing = [n for n in names if not isinstance(index.get(n), dict)]
-    if missing:
-        print(f"index: counting {len(missing)} shard(s) in {folder} not in {index_path.name}")
-        update_index(folder, {n: scan_shard(folder / n) for n in missing})
-        index = json.loads(index_path.read_text())
+    stale = [n for n in names if not isinstance(index.get(n), dict)
+             or index[n].get("bytes", (folder / n).stat().st_size) != (folder / n).stat().st_size]
+    if stale:
+        print(f"index: counting {len(stale)} shard(s) in {folder} missing from or stale in {index_path.name}")
+        fresh = {n: scan_shard(folder / n) for n in stale}
+        update_index(folder, {n: e for n, e in fresh.items() if "error" not in e})
+        index = {**json.loads(index_path.read_text()), **fresh} if index_path.exists() else fresh
     return {n: index[n] for n in names}
 
 

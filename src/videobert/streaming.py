@@ -2,8 +2,8 @@
 
 Every (rank, worker) pair is a *slot*. Two modes:
 
-- `resampled` (pretraining default): each slot draws shards with replacement, forever; the epoch is a
-  fixed number of batches. Several shard sets can be mixed: the next video comes from set i with
+- `resampled` (pretraining default): each slot draws shards with replacement (in proportion to their
+  size), forever; the epoch is a fixed number of batches. Several shard sets can be mixed: the next video comes from set i with
   probability weight_i / sum(weights).
 - `exact`: the shards are dealt to the slots once (largest first, to the slot with the fewest sequences),
   so no sample is read by two slots and every sample is read once per epoch. Slots get unequal amounts of
@@ -147,9 +147,6 @@ class ShardStream(torch.utils.data.IterableDataset):
         pass can never overtake the end of the real one."""
         urls = [u for s in self.sets for u in s[0]]
         sizes = [n for s in self.sets for n in s[1]]
-        if len(urls) < slots:
-            raise ValueError(f"{len(urls)} shards for {slots} readers (ranks x workers): exact mode needs at least "
-                             "one shard per reader; write smaller shards or use fewer workers")
         mine = [urls[i] for i in assign_slots(sizes, slots)[slot]]
         while True:  # a second pass is padding, only reached when the slot must keep producing batches
             before = skips.videos_total
@@ -191,7 +188,7 @@ class ShardStream(torch.utils.data.IterableDataset):
         if self.mode == "exact":
             sequences = self._exact_passes(slot, slots, rng, skips)
         else:
-            streams = [self._videos(_draw_forever(urls, rng), skips) for urls, _, _ in self.sets]
+            streams = [self._videos(_draw_forever(urls, counts, rng), skips) for urls, counts, _ in self.sets]
             weights = np.array([w for _, _, w in self.sets], np.float64)
             sequences = self._sequences(_mix(streams, weights / weights.sum(), rng), rng)
         made, batch = 0, []
@@ -206,9 +203,14 @@ class ShardStream(torch.utils.data.IterableDataset):
             yield {**self.collate(batch, rng), "data_stats": skips.take()}
 
 
-def _draw_forever(urls: list[str], rng: np.random.Generator):
+def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):
+    """Shards with replacement, each with probability proportional to its size (empty ones never)."""
+    p = np.asarray(sizes, np.float64)
+    if p.sum() <= 0:
+        raise ValueError(f"{urls[0]} ...: every shard of this set is empty (index.json says 0 sentences)")
+    p /= p.sum()
     while True:
-        yield urls[int(rng.integers(len(urls)))]
+        yield urls[int(rng.choice(len(urls), p=p))]
 
 
 def _mix(streams: list, probs: np.ndarray, rng: np.random.Generator):

@@ -4,11 +4,13 @@ import glob
 from pathlib import Path
 
 import pytest
+import torch
 import wandb
 import yaml
 
-from videobert.cli import lightning_main
+from videobert.cli import export_checkpoint, lightning_main
 from videobert.module import VideoBertModule
+from videobert.pretrained import load_pretrained
 
 from .conftest import tiny_data_args
 
@@ -48,6 +50,12 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     assert glob.glob(f"{run}/wandb/offline-run-*/run-*.wandb")  # W&B offline, no server contacted
     ckpt = run / "ckpt/last.ckpt"
     assert ckpt.exists()
+    export_checkpoint(str(ckpt), str(run / "export"))  # tokenizer + visual vocabulary found via the DataModule
+    model, tok, vocab = load_pretrained(run / "export")
+    trained = VideoBertModule.load_from_checkpoint(ckpt, weights_only=True).model.eval()
+    ids = torch.tensor([[tok.cls_id, 5, 6, tok.bridge_id, tok.vocab_size + 1, tok.sep_id]])
+    args = (ids, torch.tensor([[0, 0, 0, 1, 1, 1]]), torch.ones_like(ids, dtype=torch.bool))
+    assert torch.equal(model(*args), trained(*args)) and vocab.size == model.cfg.visual_vocab_size
     wandb.finish()  # one W&B run per command, as from the shell
 
     again = lightning_main(["fit", *_cli_args(quickstart_cache, tmp_path / "again")])

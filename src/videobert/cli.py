@@ -1,4 +1,5 @@
-"""`videobert fit|validate|test|predict --config X.yaml` (LightningCLI) and `videobert data ...`."""
+"""`videobert fit|validate|test|predict --config X.yaml` (LightningCLI), `videobert data ...` (the offline
+stages) and `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folder)."""
 from __future__ import annotations
 
 import netrc
@@ -28,6 +29,30 @@ def data_main(argv: list[str]) -> None:
         args=argv, as_positional=False)
 
 
+def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:
+    """Write a training checkpoint as a standard folder (config.json, model.safetensors, vocab.txt,
+    visual_vocab.npz). Tokenizer and visual vocabulary default to the ones the checkpoint's DataModule used."""
+    import importlib
+
+    import torch
+
+    from .model import VideoBert, VideoBertConfig
+    from .pretrained import export
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # never unpickles code
+    if "videobert_config" not in ckpt:
+        raise ValueError(f"{ckpt_path}: no videobert_config (not a VideoBertModule checkpoint, or an old one)")
+    model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    if tokenizer is None or visual_vocab is None:
+        dm_hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+        module, _, name = dm_hp.pop("_class_path", "data_modules.VideoBertDataModule").rpartition(".")
+        dm = getattr(importlib.import_module(module), name)(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})
+        paths = dm._paths()
+        tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]
+    print(f"exported to {export(model, out, tokenizer, visual_vocab)}")
+
+
 def lightning_main(argv: list[str] | None = None, run: bool = True):
     from lightning.pytorch.cli import LightningCLI
 
@@ -48,6 +73,10 @@ def main() -> None:
         os.environ["WANDB_MODE"] = "offline"
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         data_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] == "export":
+        from jsonargparse import CLI
+
+        CLI(export_checkpoint, args=sys.argv[2:], as_positional=False)
     else:
         lightning_main()
 

@@ -5,6 +5,7 @@ yaml works for any tokenizer and visual vocabulary; they are stored in the check
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import lightning as L
@@ -15,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
+from .pretrained import config_from_bert, load_bert_weights
 from .tasks.zero_shot import ZeroShotMetrics
 
 
@@ -24,8 +26,12 @@ class VideoBertModule(L.LightningModule):
                  lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 1000,
                  betas: tuple[float, float] = (0.9, 0.999),
                  loss_weights: dict[str, float] | None = None,
-                 init_visual_from_centroids: bool = True,
+                 init_visual_from_centroids: bool = True, init_from: str | None = None,
+                 freeze_visual_embeddings: bool = False,
                  text_vocab_size: int | None = None, visual_vocab_size: int | None = None):
+        """`init_from`: a Hugging Face BERT folder (or hub name) whose weights initialise the encoder; its
+        sizes replace hidden_size, num_layers, num_heads and intermediate_size. `freeze_visual_embeddings`:
+        keep the visual-word embeddings at their initial (centroid) values."""
         super().__init__()
         self.save_hyperparameters()
         self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0}
@@ -39,7 +45,8 @@ class VideoBertModule(L.LightningModule):
             self._build()  # e.g. in load_from_checkpoint, where the sizes come from the saved hparams
 
     def configure_model(self) -> None:
-        hp, dm = self.hparams, self.trainer.datamodule
+        hp = self.hparams
+        dm = self._trainer.datamodule if self._trainer is not None else None  # (load_from_checkpoint: no Trainer)
         if dm is None and self.model is None:
             raise ValueError("no DataModule to take the vocabulary sizes from: set model.text_vocab_size and "
                              "model.visual_vocab_size")
@@ -47,10 +54,17 @@ class VideoBertModule(L.LightningModule):
             raise ValueError(f"sequences of up to {dm.max_sequence_length()} tokens (data.max_text_tokens + "
                              f"data.max_visual_words + 3) do not fit model.max_positions={hp.max_positions}")
         sizes = dm.vocab_sizes() if dm is not None else None
-        if self.model is None:
+        if self.model is None:  # (a checkpoint, if any, overwrites the initial weights afterwards)
             hp.text_vocab_size, hp.visual_vocab_size = sizes
+            if hp.init_from:
+                cfg = config_from_bert(hp.init_from, *sizes, hp.max_positions)
+                hp.hidden_size, hp.num_layers, hp.num_heads, hp.intermediate_size = (
+                    cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
             self._build()
-            if hp.init_visual_from_centroids:  # a checkpoint, if any, overwrites this afterwards
+            if hp.init_from:
+                loaded = load_bert_weights(self.model, hp.init_from)
+                rank_zero_info(f"initialised {len(loaded)} tensors from BERT {hp.init_from}")
+            if hp.init_visual_from_centroids:
                 self.model.init_visual_embeddings(torch.as_tensor(dm.visual_centroids()))
         elif sizes is not None and sizes != (hp.text_vocab_size, hp.visual_vocab_size):
             raise ValueError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
@@ -67,6 +81,18 @@ class VideoBertModule(L.LightningModule):
             for name, n in (("mlm", cfg.text_vocab_size), ("mvm", cfg.visual_vocab_size), ("align", 2))})
         rank_zero_info(f"VideoBERT: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
                        f"vocabulary {cfg.text_vocab_size} text + {cfg.visual_vocab_size} visual words")
+
+    def on_fit_start(self) -> None:
+        if self.hparams.freeze_visual_embeddings:
+            self._frozen_visual = self.model.embeddings.word_embeddings.weight[self.hparams.text_vocab_size:].clone()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.hparams.freeze_visual_embeddings:  # undo whatever the optimizer did to the visual rows
+            with torch.no_grad():
+                self.model.embeddings.word_embeddings.weight[self.hparams.text_vocab_size:] = self._frozen_visual
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["videobert_config"] = dataclasses.asdict(self.model.cfg)  # for `videobert export`
 
     def shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         losses, preds = pretraining_losses(self.model, batch)
@@ -87,10 +113,12 @@ class VideoBertModule(L.LightningModule):
             dm.set_epoch(self.current_epoch, self.global_step)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        if "data_stats" in batch:  # videos read / bad samples skipped by the stream, summed over ranks per epoch
-            videos, skipped = batch["data_stats"].float()
+        if "data_stats" in batch:  # videos read / bad samples skipped by the stream, summed over ranks
+            videos, skipped = self.trainer.strategy.reduce(batch["data_stats"].float(), reduce_op="sum").tolist()
+            if hasattr(self.trainer.datamodule, "count_skips"):
+                self.trainer.datamodule.count_skips(videos, skipped)  # may stop the run: on every rank at once
             self.log_dict({"data/videos": videos, "data/skipped_samples": skipped}, on_step=False, on_epoch=True,
-                          reduce_fx="sum", sync_dist=True, batch_size=1)
+                          reduce_fx="sum", batch_size=1)
         return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -4,8 +4,9 @@
 """
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import BertWordPieceTokenizer
 
@@ -15,10 +16,15 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[>]"]
 class TextTokenizer:
     """WordPiece ids for caption text, with the special-token ids the sequence builder needs."""
 
-    def __init__(self, vocab_file: str | Path, lowercase: bool = True):
+    def __init__(self, vocab_file: str | Path, lowercase: bool | None = None):
+        """`lowercase`: None reads `do_lower_case` from a tokenizer_config.json beside the vocabulary (a
+        BERT checkpoint folder), default True."""
         path = Path(vocab_file)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no WordPiece vocabulary (vocab.txt) here")
+        config = path.with_name("tokenizer_config.json")
+        if lowercase is None:
+            lowercase = json.loads(config.read_text()).get("do_lower_case", True) if config.is_file() else True
         self.vocab_file, self.lowercase = str(path), lowercase
         self.tok = BertWordPieceTokenizer(str(path), lowercase=lowercase)
         missing = [t for t in SPECIAL_TOKENS if self.tok.token_to_id(t) is None]

@@ -1,0 +1,151 @@
+"""Weights in and out: initialise from a Hugging Face BERT checkpoint; export and reload a trained model.
+
+BERT in: a folder with `config.json` and `model.safetensors` (or `pytorch_model.bin`, read with
+`weights_only=True`), or a hub name when online. Every BERT tensor maps onto `VideoBert`: embeddings,
+every layer, pooler, the MLM head (its decoder is the tied word embedding) and the next-sentence head,
+which becomes the alignment head (BERT's class 0 is "is next", ours 1 is "belongs to the video").
+Rows beyond BERT's vocabulary ([>] and the visual words) keep their own initialisation.
+
+Out: `export(...)` writes a standard folder: `config.json` (VideoBertConfig), `model.safetensors`,
+`vocab.txt` and `visual_vocab.npz`; `load_pretrained(folder)` reads it back, never unpickling anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import VideoBert, VideoBertConfig
+
+HF_LAYER = {"attention.self.query": "attention.query", "attention.self.key": "attention.key",
+            "attention.self.value": "attention.value", "attention.output.dense": "attention.dense",
+            "attention.output.LayerNorm": "attention_norm", "intermediate.dense": "intermediate",
+            "output.dense": "output", "output.LayerNorm": "output_norm"}
+HF_TOP = {"embeddings.word_embeddings": "embeddings.word_embeddings",
+          "embeddings.position_embeddings": "embeddings.position_embeddings",
+          "embeddings.token_type_embeddings": "embeddings.token_type_embeddings",
+          "embeddings.LayerNorm": "embeddings.LayerNorm", "pooler.dense": "pooler",
+          "cls.predictions.transform.dense": "lm_transform", "cls.predictions.transform.LayerNorm": "lm_norm",
+          "cls.seq_relationship": "align_head"}
+
+
+def _resolve(source: str) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists() or source.startswith((".", "/")):
+        raise FileNotFoundError(f"{source}: not a BERT checkpoint folder (expected config.json + model.safetensors)")
+    from huggingface_hub import snapshot_download  # a hub name: only when the user is online
+
+    return Path(snapshot_download(source, allow_patterns=["config.json", "*.safetensors", "*.bin", "vocab.txt",
+                                                          "tokenizer_config.json"]))
+
+
+def bert_config(source: str) -> dict:
+    """The BERT checkpoint's config.json (validated) and the folder it is in."""
+    folder = _resolve(source)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{folder}: no config.json (expected a Hugging Face BERT folder)")
+    cfg = json.loads(cfg_path.read_text())
+    act = cfg.get("hidden_act", "gelu")
+    if act != "gelu" or cfg.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{cfg_path}: hidden_act={act!r}, position_embedding_type="
+                         f"{cfg.get('position_embedding_type')!r}; VideoBert needs BERT's gelu and absolute positions")
+    return {**cfg, "_folder": str(folder)}
+
+
+def _read_state(folder: Path) -> dict[str, torch.Tensor]:
+    if (folder / "model.safetensors").is_file():
+        return load_file(str(folder / "model.safetensors"))
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+
+
+def _rename(key: str) -> str | None:
+    """A BERT state-dict key -> ours (None: not used, e.g. position_ids)."""
+    key = key.removeprefix("bert.").replace(".gamma", ".weight").replace(".beta", ".bias")
+    if key in ("cls.predictions.bias", "cls.predictions.decoder.bias"):
+        return "lm_bias"
+    if key.startswith("encoder.layer."):
+        _, _, i, rest = key.split(".", 3)
+        name, param = rest.rsplit(".", 1)
+        return f"layers.{i}.{HF_LAYER[name]}.{param}" if name in HF_LAYER else None
+    name, _, param = key.rpartition(".")
+    return f"{HF_TOP[name]}.{param}" if name in HF_TOP else None
+
+
+@torch.no_grad()
+def load_bert_weights(model: VideoBert, source: str) -> list[str]:
+    """Copy a BERT checkpoint into `model` (same sizes, see `config_from_bert`); returns what was loaded."""
+    folder = Path(bert_config(source)["_folder"])
+    own = model.state_dict()
+    loaded = []
+    for key, value in _read_state(folder).items():
+        ours = _rename(key)
+        if ours is None or ours not in own:
+            continue
+        target = own[ours]
+        if ours in ("align_head.weight", "align_head.bias"):
+            value = value.flip(0)  # BERT: 0 = is next; ours: 1 = belongs
+        grows = ours in ("embeddings.word_embeddings.weight", "lm_bias")  # ours adds [>] and visual words
+        shrinks = ours == "embeddings.position_embeddings.weight"  # ours may use fewer positions
+        fits = (value.shape[1:] == target.shape[1:] and
+                (len(value) == len(target) or (grows and len(value) < len(target)) or (shrinks and len(value) > len(target))))
+        if not fits:
+            raise ValueError(f"{folder}: {key} has shape {tuple(value.shape)}, the model expects {tuple(target.shape)}")
+        rows = min(len(value), len(target))
+        target[:rows] = value[:rows].to(target.dtype)
+        loaded.append(ours)
+    missing = [k for k in own if k.startswith(("embeddings.", "layers.")) and k not in loaded]
+    if missing:
+        raise ValueError(f"{folder}: the checkpoint lacks {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    return loaded
+
+
+def config_from_bert(source: str, text_vocab_size: int, visual_vocab_size: int, max_positions: int | None = None,
+                     **overrides) -> VideoBertConfig:
+    """A VideoBertConfig with the BERT checkpoint's sizes; the vocabulary sizes come from the data."""
+    cfg = bert_config(source)
+    if text_vocab_size < cfg["vocab_size"]:
+        raise ValueError(f"{source}: BERT has {cfg['vocab_size']} word pieces, the tokenizer only {text_vocab_size}: "
+                         "use the checkpoint's vocab.txt as data.tokenizer")
+    positions = max_positions or cfg["max_position_embeddings"]
+    if positions > cfg["max_position_embeddings"]:
+        raise ValueError(f"max_positions={positions} > the checkpoint's {cfg['max_position_embeddings']}")
+    return VideoBertConfig(text_vocab_size, visual_vocab_size, cfg["hidden_size"], cfg["num_hidden_layers"],
+                           cfg["num_attention_heads"], cfg["intermediate_size"], positions,
+                           cfg.get("type_vocab_size", 2), cfg.get("hidden_dropout_prob", 0.1),
+                           cfg.get("layer_norm_eps", 1e-12), **overrides)
+
+
+def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visual_vocab: str | Path) -> Path:
+    """Write `model` as a standard folder: config.json, model.safetensors, vocab.txt, visual_vocab.npz."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"model_type": "videobert", **dataclasses.asdict(model.cfg)},
+                                                indent=1))
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    shutil.copyfile(tokenizer_vocab, out / "vocab.txt")
+    shutil.copyfile(visual_vocab, out / "visual_vocab.npz")
+    return out
+
+
+def load_pretrained(folder: str | Path):
+    """(VideoBert in eval mode, TextTokenizer, VisualVocab) from a folder written by `export`."""
+    from .text import TextTokenizer
+    from .vq import VisualVocab
+
+    folder = Path(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    if cfg.pop("model_type", None) != "videobert":
+        raise ValueError(f"{folder}/config.json: not a videobert export (model_type != 'videobert')")
+    model = VideoBert(VideoBertConfig(**cfg))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval(), TextTokenizer(folder / "vocab.txt"), VisualVocab.load(folder / "visual_vocab.npz")

@@ -1,0 +1,118 @@
+"""BERT in, VideoBERT out: exact equivalence with transformers, the checkpoint's vocabulary, export/reload."""
+import numpy as np
+import pytest
+import torch
+
+from videobert.model import VideoBert
+from videobert.pretrained import config_from_bert, export, load_bert_weights, load_pretrained
+from videobert.text import TextTokenizer
+
+transformers = pytest.importorskip("transformers")
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(90)] + ["stir", "the", "egg", "##s"]
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+    """A tiny random BERT (pretraining heads included), saved the way Hugging Face saves real ones."""
+    path = tmp_path_factory.mktemp("bert")
+    cfg = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=48, max_position_embeddings=64)
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(cfg).eval()
+    with torch.no_grad():  # biases and LayerNorms away from their 0/1 initial values, so a mix-up shows
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    model.save_pretrained(path)
+    (path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    (path / "tokenizer_config.json").write_text('{"do_lower_case": false}')
+    return path
+
+
+def ours(bert_dir, visual=7, positions=40):
+    cfg = config_from_bert(str(bert_dir), text_vocab_size=len(WORDS) + 1, visual_vocab_size=visual,
+                           max_positions=positions)
+    model = VideoBert(cfg)
+    load_bert_weights(model, str(bert_dir))
+    return model.eval()
+
+
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, len(WORDS), (3, 20), generator=g)
+    seg = (torch.arange(20) >= 12).long().expand(3, 20).clone()
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[1, 15:] = False  # a padded row
+    return ids, seg, mask
+
+
+@torch.no_grad()
+def test_hidden_states_mlm_and_nsp_match_transformers(bert_dir):
+    model, (ids, seg, mask) = ours(bert_dir), inputs()
+    hidden = model(ids, seg, mask)
+    ref = transformers.BertModel.from_pretrained(bert_dir).eval()
+    ref_hidden = ref(input_ids=ids, token_type_ids=seg, attention_mask=mask.long()).last_hidden_state
+    assert (hidden[mask] - ref_hidden[mask]).abs().max() < 1e-5
+    mlm = transformers.BertForMaskedLM.from_pretrained(bert_dir).eval()
+    ref_logits = mlm(input_ids=ids, token_type_ids=seg, attention_mask=mask.long()).logits
+    logits = model.token_logits(hidden[mask], slice(0, len(WORDS)))
+    assert (logits - ref_logits[mask]).abs().max() < 1e-5
+    pre = transformers.BertForPreTraining.from_pretrained(bert_dir).eval()
+    nsp = pre(input_ids=ids, token_type_ids=seg, attention_mask=mask.long()).seq_relationship_logits
+    assert (model.align_logits(hidden) - nsp.flip(-1)).abs().max() < 1e-5  # BERT's "is next" = our "belongs"
+
+
+def test_checkpoint_vocabulary_and_errors(bert_dir, tmp_path):
+    tok = TextTokenizer(bert_dir / "vocab.txt")  # cased, from tokenizer_config.json; [>] appended
+    ref = transformers.BertTokenizer.from_pretrained(bert_dir)
+    assert tok.encode("stir the eggs") == ref.encode("stir the eggs", add_special_tokens=False)
+    assert tok.bridge_id == len(WORDS) and tok.vocab_size == len(WORDS) + 1
+    with pytest.raises(ValueError, match="only 50"):
+        config_from_bert(str(bert_dir), text_vocab_size=50, visual_vocab_size=3)
+    with pytest.raises(ValueError, match="max_positions=100"):
+        config_from_bert(str(bert_dir), len(WORDS) + 1, 3, max_positions=100)
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        config_from_bert(str(tmp_path), 10, 3)
+
+
+def test_export_and_reload_without_pickle(bert_dir, tmp_path):
+    from videobert.vq import hierarchical_kmeans
+
+    model = ours(bert_dir)
+    vocab = hierarchical_kmeans(np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32), 1, 7)
+    vocab.save(tmp_path / "vv.npz")
+    folder = export(model, tmp_path / "export", bert_dir / "vocab.txt", tmp_path / "vv.npz")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "visual_vocab.npz",
+                                                         "vocab.txt"]
+    again, tok, vv = load_pretrained(folder)
+    ids, seg, mask = inputs()
+    with torch.no_grad():
+        assert torch.equal(again(ids, seg, mask), model(ids, seg, mask))
+    assert tok.vocab_size == len(WORDS) + 1 and vv.size == 7
+
+
+def test_module_initialises_from_bert_and_can_freeze_visual_words(bert_dir, tmp_path):
+    import lightning as L
+
+    from data_modules import VideoBertDataModule
+    from videobert.module import VideoBertModule
+    from videobert.testing import make_feature_shards, make_text_and_vocab
+
+    make_feature_shards(tmp_path / "train", [4, 4], sentences=3)
+    _, npz = make_text_and_vocab(tmp_path, tmp_path / "train")
+    dm = VideoBertDataModule(train_shards=str(tmp_path / "train"), tokenizer=str(bert_dir / "vocab.txt"),
+                             visual_vocab=npz, batch_size=4, num_workers=0, batches_per_epoch=3, max_text_tokens=12,
+                             max_visual_words=6)
+    module = VideoBertModule(hidden_size=8, num_layers=1, num_heads=2, max_positions=40, warmup_steps=1, lr=1e-2,
+                             init_from=str(bert_dir), freeze_visual_embeddings=True)
+    L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              limit_val_batches=0, enable_model_summary=False).fit(module, dm)
+    assert module.hparams.hidden_size == 32 and module.hparams.num_layers == 2  # the checkpoint's sizes
+    emb = module.model.embeddings.word_embeddings.weight
+    bert = transformers.BertModel.from_pretrained(bert_dir).embeddings.word_embeddings.weight
+    assert not torch.allclose(emb[: len(WORDS)], bert)  # text rows trained from BERT's values ...
+    assert (emb[: len(WORDS)] - bert).abs().max() < 0.1  # ... a few small steps away
+    visual = emb[len(WORDS) + 1:]  # frozen: still exactly the centroid initialisation
+    fresh = VideoBert(module.model.cfg)
+    fresh.init_visual_embeddings(torch.as_tensor(dm.visual_centroids()))
+    assert torch.equal(visual, fresh.embeddings.word_embeddings.weight[len(WORDS) + 1:])

@@ -92,10 +92,13 @@ class VideoBertDataModule(L.LightningDataModule):
                  num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
                  max_visual_words: int = 16, mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                 negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1, max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
+                 negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1,
+                 video_input: str = "words", max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
+        if video_input not in ("words", "features"):
+            raise ValueError(f"data.video_input={video_input!r}: expected 'words' (VideoBERT) or 'features' (CBT)")
         if mode == "exact" and max_sentences > 1:
             raise ValueError("data.mode=exact cannot size an epoch when sentences are concatenated at random "
                              "(max_sentences > 1): use mode=resampled, or max_sentences=1")
@@ -115,12 +118,31 @@ class VideoBertDataModule(L.LightningDataModule):
             raise ValueError(f"data.{name} is not set in the experiment config")
         return value
 
+    @property
+    def features(self) -> bool:
+        """CBT: clip features go to the model as they are; no visual vocabulary is needed."""
+        return self.hparams.video_input == "features"
+
     def setup(self, stage: str | None = None) -> None:
         self.tokenizer = TextTokenizer(self._require("tokenizer"))
-        self.vocab = VisualVocab.load(self._require("visual_vocab"))
+        self.vocab = None if self.features else VisualVocab.load(self._require("visual_vocab"))
+        self._feature_dim = self.vocab.dim if self.vocab else self._peek_feature_dim()
+
+    def _peek_feature_dim(self) -> int:
+        """The clip-feature dimension, read from the first sample of the first configured split."""
+        for name in ("train", "val", "test"):
+            if self._paths()[name] is not None:
+                urls = self._sets(name)[0][0]
+                for sample in wds.tarfile_to_samples()([{"url": urls[0]}]):
+                    return int(decode_video(sample)["features"].shape[1])
+        raise ValueError("data: no shards to read the clip-feature dimension from")
 
     def vocab_sizes(self) -> tuple[int, int]:
-        return self.tokenizer.vocab_size, self.vocab.size
+        return self.tokenizer.vocab_size, 1 if self.features else self.vocab.size
+
+    def feature_dim(self) -> int:
+        """0 for visual words (VideoBERT); the clip-feature dimension for continuous inputs (CBT)."""
+        return self._feature_dim if self.features else 0
 
     def max_sequence_length(self) -> int:
         """The longest sequence built: [CLS] text [>] visual words [SEP]."""
@@ -163,7 +185,7 @@ class VideoBertDataModule(L.LightningDataModule):
             raise ValueError(f"{name} ({mode}): {shards} non-empty shards for {world} rank(s) x {max(1, workers)} "
                              f"worker(s) = {readers} readers; every reader needs one (write smaller shards or use "
                              "fewer workers)")
-        ds = ShardStream(sets, functools.partial(decode_video, dim=self.vocab.dim), build, collate_fn,
+        ds = ShardStream(sets, functools.partial(decode_video, dim=self._feature_dim), build, collate_fn,
                          hp.batch_size, mode, batches, rank, world, seed, state, pad=name == "train",
                          video_shuffle=hp.video_shuffle if shuffle else 0,
                          sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
@@ -206,7 +228,8 @@ class VideoBertDataModule(L.LightningDataModule):
         truth_path = Path(self._require("ground_truth"))
         if not truth_path.is_file():
             raise FileNotFoundError(f"{truth_path}: no ground-truth sidecar for the zero-shot evaluation")
-        zs = ZeroShotData(self.tokenizer, self.vocab, json.loads(truth_path.read_text()), self.hparams.max_visual_words)
+        zs = ZeroShotData(self.tokenizer, self.vocab, json.loads(truth_path.read_text()), self.hparams.max_visual_words,
+                          features=self.features)
         return self._stream("test", self._sets("test"), lambda videos, rng: zs(videos), lambda ex, rng: zs.collate(ex),
                             "exact", None, self.hparams.seed + 2, 0, StreamState(), shuffle=False)
 
@@ -214,7 +237,7 @@ class VideoBertDataModule(L.LightningDataModule):
         hp = self.hparams
         return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, hp.mask_prob,
                                tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
-                               max_subsample=hp.max_subsample)
+                               max_subsample=hp.max_subsample, features=self.features)
 
     def count_skips(self, videos: int, skipped: int) -> None:
         """Add the stream's counts (summed over ranks, so every rank decides alike); stop when too many were bad."""

@@ -79,7 +79,8 @@ def test_unknown_config_key_fails_with_its_name(quickstart_cache, tmp_path, caps
 
 @pytest.mark.parametrize("config", sorted((ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_experiment_config_loads(config, tmp_path):
-    cli = lightning_main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}"], run=False)
+    cpu = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto"]  # (GPU recipes too)
+    cli = lightning_main(["--config", str(config), f"--trainer.default_root_dir={tmp_path}", *cpu], run=False)
     assert cli.model is not None and cli.datamodule is not None
 
 
@@ -114,3 +115,17 @@ def test_resume_from_last_continues_step_and_reseeds_the_stream(quickstart_cache
     assert cli.datamodule.state.get() == (0, 3)  # the resumed stream was seeded by the step it resumed at
     sched = cli.trainer.lr_scheduler_configs[0].scheduler
     assert sched.last_epoch == 6  # the schedule continued from the checkpoint
+
+
+def test_cbt_variant_fits_and_runs_zero_shot(quickstart_cache, tmp_path):
+    args = ["--data.init_args.video_input=features", "--model.loss_weights={nce_loss: 0.1}"]
+    cli = lightning_main(["fit", *_cli_args(quickstart_cache, tmp_path / "run", args)])
+    wandb.finish()
+    metrics = cli.trainer.callback_metrics
+    assert cli.model.model.cfg.feature_dim == 165 and "train/mvm_loss" not in metrics
+    for key in ("train/nce_loss", "train/xmodal_loss", "train/mlm_loss", "val/nce_acc"):
+        assert key in metrics and metrics[key].isfinite(), key
+    ckpt = tmp_path / "run/ckpt/last.ckpt"
+    cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / "test", args), f"--ckpt_path={ckpt}"])
+    wandb.finish()
+    assert 0.0 <= cli.trainer.callback_metrics["test/zero_shot/verb_top1"] <= 1.0

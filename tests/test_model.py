@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -22,7 +23,9 @@ def test_attention_matches_a_reference_implementation():
     scores = (q @ k.transpose(-1, -2)) / 8 ** 0.5
     scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
     ref = att.dense((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 32))
-    torch.testing.assert_close(att(x, mask[:, None, None, :]), ref, atol=1e-5, rtol=1e-5)
+    real = mask.reshape(-1).nonzero().squeeze(1)  # the model passes real tokens only, (N, C)
+    out = att(x.reshape(10, 32)[real], real, (2, 5), mask[:, None, None, :])
+    torch.testing.assert_close(out, ref.reshape(10, 32)[real], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_does_not_change_real_tokens():
@@ -33,6 +36,20 @@ def test_padding_does_not_change_real_tokens():
     padded = m(torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1), torch.cat([seg, torch.zeros(1, 3, dtype=torch.long)], 1),
                torch.tensor([[True] * 6 + [False] * 3]))
     torch.testing.assert_close(padded[:, :6], h, atol=1e-5, rtol=1e-5)
+    assert (padded[:, 6:] == 0).all()
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    m = tiny().train()  # (checkpointing applies in training; dropout is 0, so both passes see one network)
+    ids = torch.tensor([[2, 7, 8, 5, 45, 3], [2, 9, 3, 0, 0, 0]])
+    args = (ids, torch.zeros_like(ids), ids != 0)
+    grads = []
+    for flag in (False, True):
+        m.zero_grad()
+        m.cfg.checkpointing = flag
+        m(*args).pow(2).sum().backward()
+        grads.append(m.layers[0].intermediate.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])
 
 
 def test_losses_only_at_masked_positions_and_per_modality():
@@ -56,3 +73,22 @@ def test_losses_only_at_masked_positions_and_per_modality():
     batch["labels"] = torch.full_like(ids, IGNORE)  # nothing masked: zero loss, graph intact
     losses, _ = pretraining_losses(m, batch)
     assert losses["mlm_loss"].item() == 0 and losses["mlm_loss"].requires_grad
+
+
+@pytest.mark.slow  # torch.compile on a CPU takes ~30-60 s; run with `make test-full`
+def test_compiled_layers_match_and_keep_parameter_names():
+    m = tiny()
+    ref = tiny()
+    ref.load_state_dict(m.state_dict())
+    for layer in m.layers:  # what model.compile=true does
+        layer.compile(dynamic=True)
+    m.eval(), ref.eval()
+    for t in (7, 11):  # dynamic shapes: a new length does not recompile
+        ids = torch.randint(5, 40, (3, t))
+        mask = torch.ones(3, t, dtype=torch.bool)
+        mask[1, t - 2:] = False
+        args = (ids, torch.zeros_like(ids), mask)
+        torch.testing.assert_close(m(*args), ref(*args), atol=1e-5, rtol=1e-5)
+    m.train()
+    m(*args).sum().backward()
+    assert list(m.state_dict()) == list(ref.state_dict())  # checkpoints stay loadable without compile

@@ -1,7 +1,8 @@
 """The VideoBERT encoder: BERT over one vocabulary of WordPiece tokens followed by visual words.
 
 Plain PyTorch (no Lightning); parameter names follow Hugging Face's `BertForPreTraining` so BERT
-checkpoints map onto it. Attention is PyTorch SDPA. The LM head scores masked positions only.
+checkpoints map onto it. Attention is PyTorch SDPA; padding is removed outside attention; the LM head
+scores masked positions only. With `feature_dim` > 0 (CBT) clips enter as projected features.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -24,6 +26,8 @@ class VideoBertConfig:
     type_vocab_size: int = 2  # segment 0: text, 1: video
     dropout: float = 0.1
     layer_norm_eps: float = 1e-12
+    checkpointing: bool = False  # activation checkpointing per layer: less memory, ~30% more compute
+    feature_dim: int = 0  # CBT: > 0 feeds clip features (projected) at visual positions instead of words
 
     @property
     def vocab_size(self) -> int:
@@ -40,10 +44,16 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
+        self.text_vocab_size = cfg.text_vocab_size
+        self.visual_proj = nn.Linear(cfg.feature_dim, cfg.hidden_size) if cfg.feature_dim else None
 
-    def forward(self, input_ids, segment_ids):
+    def forward(self, input_ids, segment_ids, visual_features=None):
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings(segment_ids)
+        tokens = self.word_embeddings(input_ids)
+        if visual_features is not None:  # CBT: a clip's projected features replace its placeholder token;
+            clip = input_ids >= self.text_vocab_size  # a masked clip ([MASK]) keeps the [MASK] embedding
+            tokens = torch.where(clip[..., None], self.visual_proj(visual_features.to(tokens.dtype)), tokens)
+        x = tokens + self.position_embeddings(pos) + self.token_type_embeddings(segment_ids)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -56,12 +66,17 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x, attn_mask):
-        b, t, c = x.shape
-        q, k, v = (proj(x).view(b, t, self.n_head, c // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
-                   for proj in (self.query, self.key, self.value))
+    def forward(self, x, real, shape, attn_mask):
+        """x: (N, C) states of the real tokens only; `real`: their flat indices in the padded (B, T) batch."""
+        b, t = shape
+        c = x.shape[-1]
+
+        def padded(y):  # (N, C) -> (B, nh, T, hs), zeros at padding
+            return x.new_zeros(b * t, c).index_copy(0, real, y).view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+
+        q, k, v = (padded(proj(x)) for proj in (self.query, self.key, self.value))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.p if self.training else 0.0)
-        return self.dense(y.transpose(1, 2).reshape(b, t, c))
+        return self.dense(y.transpose(1, 2).reshape(b * t, c)[real])
 
 
 class Layer(nn.Module):
@@ -76,8 +91,8 @@ class Layer(nn.Module):
         self.output_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, attn_mask):
-        x = self.attention_norm(x + self.dropout(self.attention(x, attn_mask)))
+    def forward(self, x, real, shape, attn_mask):
+        x = self.attention_norm(x + self.dropout(self.attention(x, real, shape, attn_mask)))
         return self.output_norm(x + self.dropout(self.output(F.gelu(self.intermediate(x)))))
 
 
@@ -94,6 +109,8 @@ class VideoBert(nn.Module):
         self.lm_transform = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.lm_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))  # decoder weight tied to word embeddings
+        if cfg.feature_dim:  # CBT: a masked clip's state -> a prediction compared with projected clips (NCE)
+            self.nce_head = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -115,13 +132,30 @@ class VideoBert(nn.Module):
         emb = self.embeddings.word_embeddings.weight
         emb[self.cfg.text_vocab_size:] = proj * (0.02 / proj[:, :n].std().clamp_min(1e-8))
 
-    def forward(self, input_ids, segment_ids, attention_mask):
-        """(B, T) ids, segments and bool mask (True = real token) -> hidden states (B, T, C)."""
-        x = self.embeddings(input_ids, segment_ids)
+    def forward(self, input_ids, segment_ids, attention_mask, visual_features=None, separate_modalities=False):
+        """(B, T) ids, segments and bool mask (True = real token) -> hidden states (B, T, C), zero at padding.
+        `visual_features` (B, T, D): CBT's continuous clip inputs. `separate_modalities`: text and video
+        positions do not attend to each other (two unimodal encodings in one pass).
+
+        Padding is removed before the layers: projections, MLP and LayerNorms run on the real tokens only
+        (VideoBERT batches mix text-only, video-only and paired sequences, so often ~40% is padding); only
+        attention sees the padded (B, nh, T, hs) layout."""
+        b, t = input_ids.shape
+        x = self.embeddings(input_ids, segment_ids, visual_features).view(b * t, -1)
+        real = attention_mask.reshape(-1).nonzero().squeeze(1)
+        x = x[real]  # (N, C)
         attn_mask = attention_mask[:, None, None, :]  # (B, 1, 1, T): every query sees the real keys
+        if separate_modalities:  # (B, 1, T, T): ... of its own segment only
+            attn_mask = attn_mask & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
         for layer in self.layers:
-            x = layer(x, attn_mask)
-        return x
+            x = self.checkpointed(layer, x, real, (b, t), attn_mask)
+        return x.new_zeros(b * t, x.shape[-1]).index_copy(0, real, x).view(b, t, -1)
+
+    def checkpointed(self, layer: nn.Module, *args):
+        """A layer, with activation checkpointing when `cfg.checkpointing` (less memory, one more forward)."""
+        if self.cfg.checkpointing and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
 
     def token_logits(self, hidden: torch.Tensor, vocab: slice | torch.Tensor | None = None) -> torch.Tensor:
         """(M, C) hidden states of selected positions -> (M, V) logits over `vocab` (a slice or index

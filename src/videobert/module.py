@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric
 
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
@@ -27,14 +27,17 @@ class VideoBertModule(L.LightningModule):
                  betas: tuple[float, float] = (0.9, 0.999),
                  loss_weights: dict[str, float] | None = None,
                  init_visual_from_centroids: bool = True, init_from: str | None = None,
-                 freeze_visual_embeddings: bool = False,
-                 text_vocab_size: int | None = None, visual_vocab_size: int | None = None):
+                 freeze_visual_embeddings: bool = False, checkpointing: bool = False, compile: bool = False,
+                 text_vocab_size: int | None = None, visual_vocab_size: int | None = None,
+                 feature_dim: int | None = None):
         """`init_from`: a Hugging Face BERT folder (or hub name) whose weights initialise the encoder; its
         sizes replace hidden_size, num_layers, num_heads and intermediate_size. `freeze_visual_embeddings`:
-        keep the visual-word embeddings at their initial (centroid) values."""
+        keep the visual-word embeddings at their initial (centroid) values. `checkpointing`: activation
+        checkpointing per layer. `compile`: torch.compile each layer (dynamic shapes). The vocabulary sizes
+        and `feature_dim` (CBT: clip features instead of visual words) come from the DataModule."""
         super().__init__()
         self.save_hyperparameters()
-        self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0}
+        self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, "nce_loss": 1.0, "xmodal_loss": 1.0}
         unknown = set(loss_weights or {}) - set(self.loss_weights)
         if unknown:
             raise ValueError(f"model.loss_weights: unknown losses {sorted(unknown)}; expected {sorted(self.loss_weights)}")
@@ -56,6 +59,7 @@ class VideoBertModule(L.LightningModule):
         sizes = dm.vocab_sizes() if dm is not None else None
         if self.model is None:  # (a checkpoint, if any, overwrites the initial weights afterwards)
             hp.text_vocab_size, hp.visual_vocab_size = sizes
+            hp.feature_dim = dm.feature_dim()
             if hp.init_from:
                 cfg = config_from_bert(hp.init_from, *sizes, hp.max_positions)
                 hp.hidden_size, hp.num_layers, hp.num_heads, hp.intermediate_size = (
@@ -64,7 +68,7 @@ class VideoBertModule(L.LightningModule):
             if hp.init_from:
                 loaded = load_bert_weights(self.model, hp.init_from)
                 rank_zero_info(f"initialised {len(loaded)} tensors from BERT {hp.init_from}")
-            if hp.init_visual_from_centroids:
+            if hp.init_visual_from_centroids and not hp.feature_dim:
                 self.model.init_visual_embeddings(torch.as_tensor(dm.visual_centroids()))
         elif sizes is not None and sizes != (hp.text_vocab_size, hp.visual_vocab_size):
             raise ValueError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
@@ -73,14 +77,17 @@ class VideoBertModule(L.LightningModule):
     def _build(self) -> None:
         hp = self.hparams
         cfg = VideoBertConfig(hp.text_vocab_size, hp.visual_vocab_size, hp.hidden_size, hp.num_layers, hp.num_heads,
-                              hp.intermediate_size, hp.max_positions, dropout=hp.dropout)
+                              hp.intermediate_size, hp.max_positions, dropout=hp.dropout,
+                              checkpointing=hp.checkpointing, feature_dim=hp.feature_dim or 0)
         self.model = VideoBert(cfg)
-        self.metrics = nn.ModuleDict({
-            f"{stage}_{name}": MulticlassAccuracy(n, average="micro")
-            for stage in ("train", "val")
-            for name, n in (("mlm", cfg.text_vocab_size), ("mvm", cfg.visual_vocab_size), ("align", 2))})
+        if hp.compile:
+            for layer in self.model.layers:
+                layer.compile(dynamic=True)
+        names = ("mlm", "align") + (("nce", "xmodal") if cfg.feature_dim else ("mvm",))
+        self.metrics = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in names})
+        video = f"clip features of dim {cfg.feature_dim} (CBT)" if cfg.feature_dim else f"{cfg.visual_vocab_size} visual words"
         rank_zero_info(f"VideoBERT: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
-                       f"vocabulary {cfg.text_vocab_size} text + {cfg.visual_vocab_size} visual words")
+                       f"vocabulary {cfg.text_vocab_size} text tokens, video as {video}")
 
     def on_fit_start(self) -> None:
         if self.hparams.freeze_visual_embeddings:
@@ -101,9 +108,9 @@ class VideoBertModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
         self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=n, sync_dist=stage != "train")
         for name, (pred, target) in preds.items():
-            if target.numel():
+            if target.numel():  # accuracy: the share of predictions equal to their target
                 metric = self.metrics[f"{stage}_{name}"]
-                metric(pred, target)
+                metric((pred == target).float())
                 self.log(f"{stage}/{name}_acc", metric, batch_size=n)
         return loss
 

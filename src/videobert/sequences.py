@@ -58,8 +58,10 @@ class SequenceBuilder:
     def __init__(self, tokenizer, vocab, max_text_tokens: int = 32, max_visual_words: int = 16,
                  mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, negatives_buffer: int = 64, max_sentences: int = 1,
-                 max_subsample: int = 1):
-        self.tok, self.vocab = tokenizer, vocab
+                 max_subsample: int = 1, features: bool = False):
+        """`vocab`: the visual vocabulary, or None with `features=True` (CBT: clip features go to the
+        model; every clip has the one placeholder id `text_vocab_size`)."""
+        self.tok, self.vocab, self.features = tokenizer, vocab, features
         self.text_vocab_size = tokenizer.vocab_size
         self.max_text, self.max_visual, self.mask_prob = max_text_tokens, max_visual_words, mask_prob
         self.mix = np.asarray(mix, np.float64) / np.sum(mix)  # paired, text-only, video-only
@@ -68,18 +70,28 @@ class SequenceBuilder:
             raise ValueError(f"max_sentences={max_sentences} and max_subsample={max_subsample} must be >= 1")
         self.max_sentences, self.max_subsample = max_sentences, max_subsample
         self.text_pool = np.setdiff1d(np.arange(self.text_vocab_size), list(tokenizer.special_ids))
-        self.special = np.zeros(self.text_vocab_size + vocab.size, bool)  # id -> never masked
+        visual_size = 1 if features else vocab.size
+        self.special = np.zeros(self.text_vocab_size + visual_size, bool)  # id -> never masked
         self.special[list(tokenizer.special_ids)] = True
-        self.visual_range = (self.text_vocab_size, self.text_vocab_size + vocab.size)
+        self.visual_range = (self.text_vocab_size, self.text_vocab_size + visual_size)
 
     def visual_ids(self, features: np.ndarray) -> np.ndarray:
+        """Token ids of the clips: their visual words, or (CBT, no vocabulary) one placeholder id."""
+        if self.features:
+            return np.full(len(features), self.text_vocab_size, np.int64)
         return self.vocab.words(features) + self.text_vocab_size
 
-    def example(self, text_ids, visual_ids, align: int) -> dict:
-        """An unmasked sequence; `collate` masks whole batches at once."""
-        ids, seg = build_sequence(text_ids[: self.max_text], visual_ids[: self.max_visual],
-                                  self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
-        return {"input_ids": np.asarray(ids, np.int64), "segment_ids": np.asarray(seg, np.int64), "align_label": align}
+    def example(self, text_ids, clips, align: int, source: tuple | None = None) -> dict:
+        """An unmasked sequence from text ids and the clip indices `clips` of `source` = (visual ids,
+        features) of a video; `collate` masks whole batches at once. With `features`, the clips' feature
+        rows travel along (CBT: continuous video tokens)."""
+        text_ids = text_ids[: self.max_text]
+        visual = source[0][clips] if len(clips) else []
+        ids, seg = build_sequence(text_ids, visual, self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
+        ex = {"input_ids": np.asarray(ids, np.int64), "segment_ids": np.asarray(seg, np.int64), "align_label": align}
+        if self.features and len(clips):
+            ex["visual_features"], ex["visual_offset"] = source[1][clips], 2 + len(text_ids)
+        return ex
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict:
         """Pad a list of sequences into a batch and mask it (`labels` hold the targets)."""
@@ -100,9 +112,9 @@ class SequenceBuilder:
         """Sequences from one video: `video` has `features` (T, D) and `json` with `sentences`, `clips`.
 
         Each group of neighbouring sentences is one sequence: its text, and the visual words of the clips
-        whose middle lies in its time span, taking every r-th word (r drawn from 1..max_subsample)."""
+        whose middle lies in its time span, taking every r-th clip (r drawn from 1..max_subsample)."""
         sents, clips = video["json"]["sentences"], video["json"]["clips"]
-        words = self.visual_ids(video["features"])
+        source = (self.visual_ids(video["features"]), video["features"])
         mids = np.asarray(clips, np.float64).reshape(-1, 2).mean(1)
         texts = self.tok.encode_batch([s["text"] for s in sents])
         groups = self._groups(len(sents), rng)
@@ -111,21 +123,23 @@ class SequenceBuilder:
         rates = rng.integers(1, self.max_subsample + 1, size=len(groups))
         modes = rng.choice(3, size=len(groups), p=self.mix)  # drawn per video: one call, not one per sequence
         negative = rng.random(len(groups)) < self.negative_prob
+        n_clips = len(mids)
         for (i, j), a, b, rate, mode, neg in zip(groups, lo, hi, rates, modes, negative):
             text = texts[i] if j == i + 1 else [t for k in range(i, j) for t in texts[k]]
-            span = words[a:b:rate][: self.max_visual]
+            span = np.arange(a, b)[::rate][: self.max_visual]  # clip indices
             if mode == 1 or (mode == 0 and len(span) == 0):
                 yield self.example(text, [], IGNORE)
             elif mode == 2:
-                start = int(rng.integers(0, max(1, len(words) - (self.max_visual - 1) * rate)))
-                yield self.example([], words[start::rate][: self.max_visual], IGNORE)
+                start = int(rng.integers(0, max(1, n_clips - (self.max_visual - 1) * rate)))
+                yield self.example([], np.arange(start, n_clips)[::rate][: self.max_visual], IGNORE, source)
             elif others and neg:
-                other = others[int(rng.integers(len(others)))][::rate]
-                start = int(rng.integers(0, max(1, len(other) - len(span) + 1)))
-                yield self.example(text, other[start:start + len(span)], 0)
+                other = others[int(rng.integers(len(others)))]
+                clips_other = np.arange(len(other[0]))[::rate]
+                start = int(rng.integers(0, max(1, len(clips_other) - len(span) + 1)))
+                yield self.example(text, clips_other[start:start + len(span)], 0, other)
             else:
-                yield self.example(text, span, 1)
-        others.append(words)
+                yield self.example(text, span, 1, source)
+        others.append(source)
 
     def __call__(self, videos, rng: np.random.Generator):
         """An iterator of videos -> an iterator of sequences, drawing from `rng`."""
@@ -153,4 +167,11 @@ def collate(examples: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     batch = {k: torch.from_numpy(v) for k, v in arrays.items()}
     batch["align_label"] = torch.as_tensor([e["align_label"] for e in examples], dtype=torch.long)
     batch["keys"] = [e.get("key", "") for e in examples]  # the source video of each sequence's text
+    with_features = [e for e in examples if "visual_features" in e]
+    if with_features:  # CBT: (B, T, D) clip features at the visual positions, zeros elsewhere
+        feats = np.zeros((n, length, with_features[0]["visual_features"].shape[1]), np.float32)
+        for i, e in enumerate(examples):
+            if "visual_features" in e:
+                feats[i, e["visual_offset"]:e["visual_offset"] + len(e["visual_features"])] = e["visual_features"]
+        batch["visual_features"] = torch.from_numpy(feats)
     return batch

@@ -20,8 +20,10 @@ TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 class ZeroShotData:
     """Turns decoded test videos plus their ground truth into zero-shot classification examples."""
 
-    def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16):
+    def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False):
+        """`features`: CBT models take the clips' features (with one placeholder id) instead of visual words."""
         self.tok, self.vocab, self.truth, self.max_visual = tokenizer, vocab, truth, max_visual_words
+        self.features = features
         self.verbs, self.nouns = truth["verbs"], truth["nouns"]
         self.verb_ids = torch.tensor([tokenizer.token_id(w) for w in self.verbs])
         self.noun_ids = torch.tensor([tokenizer.token_id(w) for w in self.nouns])
@@ -36,17 +38,21 @@ class ZeroShotData:
         vid = meta["video_id"]
         if vid not in self.truth["videos"]:
             raise KeyError(f"video {vid!r} has no ground truth in the evaluation sidecar")
-        words = self.vocab.words(video["features"]) + self.tok.vocab_size
+        feats = video["features"]
+        words = (np.zeros(len(feats), np.int64) if self.features else self.vocab.words(feats)) + self.tok.vocab_size
         mids = np.array([(a + b) / 2 for a, b in meta["clips"]])
         for step in self.truth["videos"][vid]["steps"]:
             if step["verb"] is None:
                 continue  # an idle scene has no action label
-            inside = words[(mids >= step["start"]) & (mids < step["end"])][: self.max_visual]
-            if len(inside) == 0:
+            clips = np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[: self.max_visual]
+            if len(clips) == 0:
                 continue
-            ids, seg = build_sequence(self.template, inside, self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
-            yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), IGNORE),
-                   "align_label": IGNORE, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"])}
+            ids, seg = build_sequence(self.template, words[clips], self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
+            ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), IGNORE),
+                  "align_label": IGNORE, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"])}
+            if self.features:
+                ex["visual_features"], ex["visual_offset"] = feats[clips], 2 + len(self.template)
+            yield ex
 
     def __call__(self, videos):
         for video in videos:
@@ -71,7 +77,7 @@ class ZeroShotMetrics(nn.Module):
                                   for what, n in self.sizes.items() for k in (1, 5)})
 
     def update(self, model, batch: dict) -> None:
-        hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+        hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], batch.get("visual_features"))
         rows = torch.arange(len(hidden), device=hidden.device)[:, None]
         h = hidden[rows, batch["mask_positions"]]  # (B, 2, C): the verb and noun [MASK]s
         for i, what in enumerate(("verb", "noun")):

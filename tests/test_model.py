@@ -43,13 +43,17 @@ def test_activation_checkpointing_gives_the_same_gradients():
     m = tiny().train()  # (checkpointing applies in training; dropout is 0, so both passes see one network)
     ids = torch.tensor([[2, 7, 8, 5, 45, 3], [2, 9, 3, 0, 0, 0]])
     args = (ids, torch.zeros_like(ids), ids != 0)
-    grads = []
+    grads, calls = [], []
+    counter = m.layers[0].intermediate.register_forward_hook(lambda *_: calls.append(1))
     for flag in (False, True):
         m.zero_grad()
         m.cfg.checkpointing = flag
+        calls.clear()
         m(*args).pow(2).sum().backward()
-        grads.append(m.layers[0].intermediate.weight.grad.clone())
-    torch.testing.assert_close(grads[0], grads[1])
+        grads.append((m.layers[0].intermediate.weight.grad.clone(), len(calls)))
+    counter.remove()
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    assert (grads[0][1], grads[1][1]) == (1, 2)  # checkpointed: the layer ran again during backward
 
 
 def test_losses_only_at_masked_positions_and_per_modality():

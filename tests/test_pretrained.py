@@ -82,13 +82,25 @@ def test_export_and_reload_without_pickle(bert_dir, tmp_path):
     vocab = hierarchical_kmeans(np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32), 1, 7)
     vocab.save(tmp_path / "vv.npz")
     folder = export(model, tmp_path / "export", bert_dir / "vocab.txt", tmp_path / "vv.npz")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "visual_vocab.npz",
-                                                         "vocab.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer_config.json",
+                                                         "visual_vocab.npz", "vocab.txt"]
     again, tok, vv = load_pretrained(folder)
     ids, seg, mask = inputs()
     with torch.no_grad():
         assert torch.equal(again(ids, seg, mask), model(ids, seg, mask))
     assert tok.vocab_size == len(WORDS) + 1 and vv.size == 7
+    assert not tok.lowercase and tok.encode("Stir") == TextTokenizer(bert_dir / "vocab.txt").encode("Stir")  # cased
+
+
+def test_pytorch_model_bin_checkpoints_load_too(bert_dir, tmp_path):
+    model = transformers.BertForPreTraining.from_pretrained(bert_dir)  # the older format (a pickled state dict,
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # which we read with weights_only=True)
+    for name in ("config.json", "vocab.txt"):
+        (tmp_path / name).write_text((bert_dir / name).read_text())
+    assert (tmp_path / "pytorch_model.bin").exists() and not (tmp_path / "model.safetensors").exists()
+    ids, seg, mask = inputs()
+    with torch.no_grad():
+        assert torch.equal(ours(tmp_path)(ids, seg, mask), ours(bert_dir)(ids, seg, mask))
 
 
 def test_module_initialises_from_bert_and_can_freeze_visual_words(bert_dir, tmp_path):

@@ -32,8 +32,6 @@ def data_main(argv: list[str]) -> None:
 def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:
     """Write a training checkpoint as a standard folder (config.json, model.safetensors, vocab.txt,
     visual_vocab.npz). Tokenizer and visual vocabulary default to the ones the checkpoint's DataModule used."""
-    import importlib
-
     import torch
 
     from .model import VideoBert, VideoBertConfig
@@ -44,13 +42,26 @@ def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, vi
         raise ValueError(f"{ckpt_path}: no videobert_config (not a VideoBertModule checkpoint, or an old one)")
     model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
     model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
-    if tokenizer is None or visual_vocab is None:
-        dm_hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
-        module, _, name = dm_hp.pop("_class_path", "data_modules.VideoBertDataModule").rpartition(".")
-        dm = getattr(importlib.import_module(module), name)(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})
-        paths = dm._paths()
+    if tokenizer is None or (visual_vocab is None and not model.cfg.feature_dim):
+        paths = _datamodule_paths(ckpt, ckpt_path)
         tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]
     print(f"exported to {export(model, out, tokenizer, visual_vocab)}")
+
+
+def _datamodule_paths(ckpt: dict, ckpt_path: str) -> dict:
+    """Tokenizer and visual-vocabulary paths of the DataModule saved in a checkpoint. Only our own
+    DataModule classes are rebuilt from it (a checkpoint must not pick what code runs)."""
+    import importlib
+
+    from data_modules import VideoBertDataModule
+
+    dm_hp = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    module, _, name = dm_hp.pop("_class_path", "data_modules.VideoBertDataModule").rpartition(".")
+    cls = getattr(importlib.import_module(module), name, None) if module == "data_modules" else None
+    if not (isinstance(cls, type) and issubclass(cls, VideoBertDataModule)):
+        raise ValueError(f"{ckpt_path}: DataModule {module}.{name} is not one of data_modules'; pass --tokenizer "
+                         "and --visual_vocab")
+    return cls(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})._paths()
 
 
 def lightning_main(argv: list[str] | None = None, run: bool = True):

@@ -65,6 +65,8 @@ def _cbt_losses(model, batch: dict, h_clips: torch.Tensor, clip_sel: torch.Tenso
     nce, nce_pred = info_nce(model.nce_head(h_clips), target)
     preds["nce"] = (nce_pred, torch.arange(len(target), device=target.device))
     pairs = batch["align_label"] == 1
+    if not pairs.any():  # no aligned pair in this batch: nothing to contrast
+        return {"nce_loss": nce, "xmodal_loss": nce * 0.0}
     sep = model(batch["input_ids"][pairs], batch["segment_ids"][pairs], batch["attention_mask"][pairs],
                 feats[pairs], separate_modalities=True)
     real = batch["attention_mask"][pairs]

@@ -1,7 +1,7 @@
 """The VideoBERT encoder: BERT over one vocabulary of WordPiece tokens followed by visual words.
 
-Plain PyTorch (no Lightning); parameter names follow Hugging Face's `BertForPreTraining` so BERT
-checkpoints map onto it. Attention is PyTorch SDPA; padding is removed outside attention; the LM head
+Plain PyTorch (no Lightning); the layout is BERT's, so a Hugging Face BERT checkpoint maps onto it tensor
+by tensor (`pretrained.py` holds the name table). Attention is PyTorch SDPA; padding is removed outside attention; the LM head
 scores masked positions only. With `feature_dim` > 0 (CBT) clips enter as projected features.
 """
 from __future__ import annotations
@@ -71,8 +71,8 @@ class SelfAttention(nn.Module):
         b, t = shape
         c = x.shape[-1]
 
-        def padded(y):  # (N, C) -> (B, nh, T, hs), zeros at padding
-            return x.new_zeros(b * t, c).index_copy(0, real, y).view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+        def padded(y):  # (N, C) -> (B, nh, T, hs), zeros at padding (in y's dtype: autocast may have changed it)
+            return y.new_zeros(b * t, c).index_copy(0, real, y).view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
 
         q, k, v = (padded(proj(x)) for proj in (self.query, self.key, self.value))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.p if self.training else 0.0)

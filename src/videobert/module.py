@@ -29,7 +29,7 @@ class VideoBertModule(L.LightningModule):
                  init_visual_from_centroids: bool = True, init_from: str | None = None,
                  freeze_visual_embeddings: bool = False, checkpointing: bool = False, compile: bool = False,
                  text_vocab_size: int | None = None, visual_vocab_size: int | None = None,
-                 feature_dim: int | None = None):
+                 feature_dim: int | None = None, layer_norm_eps: float = 1e-12, type_vocab_size: int = 2):
         """`init_from`: a Hugging Face BERT folder (or hub name) whose weights initialise the encoder; its
         sizes replace hidden_size, num_layers, num_heads and intermediate_size. `freeze_visual_embeddings`:
         keep the visual-word embeddings at their initial (centroid) values. `checkpointing`: activation
@@ -62,8 +62,9 @@ class VideoBertModule(L.LightningModule):
             hp.feature_dim = dm.feature_dim()
             if hp.init_from:
                 cfg = config_from_bert(hp.init_from, *sizes, hp.max_positions)
-                hp.hidden_size, hp.num_layers, hp.num_heads, hp.intermediate_size = (
-                    cfg.hidden_size, cfg.num_layers, cfg.num_heads, cfg.intermediate_size)
+                for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "layer_norm_eps",
+                            "type_vocab_size"):  # the checkpoint's architecture; dropout stays ours
+                    hp[key] = getattr(cfg, key)
             self._build()
             if hp.init_from:
                 loaded = load_bert_weights(self.model, hp.init_from)
@@ -77,8 +78,8 @@ class VideoBertModule(L.LightningModule):
     def _build(self) -> None:
         hp = self.hparams
         cfg = VideoBertConfig(hp.text_vocab_size, hp.visual_vocab_size, hp.hidden_size, hp.num_layers, hp.num_heads,
-                              hp.intermediate_size, hp.max_positions, dropout=hp.dropout,
-                              checkpointing=hp.checkpointing, feature_dim=hp.feature_dim or 0)
+                              hp.intermediate_size, hp.max_positions, hp.type_vocab_size, hp.dropout,
+                              hp.layer_norm_eps, checkpointing=hp.checkpointing, feature_dim=hp.feature_dim or 0)
         self.model = VideoBert(cfg)
         if hp.compile:
             for layer in self.model.layers:

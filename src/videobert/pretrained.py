@@ -34,15 +34,22 @@ HF_TOP = {"embeddings.word_embeddings": "embeddings.word_embeddings",
 
 
 def _resolve(source: str) -> Path:
+    """A local folder, or else a Hugging Face Hub name (downloaded only then, so only when online)."""
     path = Path(source)
     if path.is_dir():
         return path
     if path.exists() or source.startswith((".", "/")):
         raise FileNotFoundError(f"{source}: not a BERT checkpoint folder (expected config.json + model.safetensors)")
-    from huggingface_hub import snapshot_download  # a hub name: only when the user is online
+    from huggingface_hub import list_repo_files, snapshot_download
 
-    return Path(snapshot_download(source, allow_patterns=["config.json", "*.safetensors", "*.bin", "vocab.txt",
-                                                          "tokenizer_config.json"]))
+    try:
+        files = list_repo_files(source)
+        weights = "model.safetensors" if "model.safetensors" in files else "pytorch_model.bin"
+        return Path(snapshot_download(source, allow_patterns=["config.json", weights, "vocab.txt",
+                                                              "tokenizer_config.json"]))
+    except Exception as err:  # noqa: BLE001 -- offline, no such repo, ...: say both readings of the name
+        raise FileNotFoundError(f"{source}: no such local folder, and not loadable from the Hugging Face Hub "
+                                f"({type(err).__name__}: {err})") from None
 
 
 def bert_config(source: str) -> dict:
@@ -109,7 +116,7 @@ def load_bert_weights(model: VideoBert, source: str) -> list[str]:
 
 
 def config_from_bert(source: str, text_vocab_size: int, visual_vocab_size: int, max_positions: int | None = None,
-                     **overrides) -> VideoBertConfig:
+                     **overrides) -> VideoBertConfig:  # (overrides: e.g. dropout, feature_dim)
     """A VideoBertConfig with the BERT checkpoint's sizes; the vocabulary sizes come from the data."""
     cfg = bert_config(source)
     if text_vocab_size < cfg["vocab_size"]:
@@ -118,27 +125,36 @@ def config_from_bert(source: str, text_vocab_size: int, visual_vocab_size: int, 
     positions = max_positions or cfg["max_position_embeddings"]
     if positions > cfg["max_position_embeddings"]:
         raise ValueError(f"max_positions={positions} > the checkpoint's {cfg['max_position_embeddings']}")
-    return VideoBertConfig(text_vocab_size, visual_vocab_size, cfg["hidden_size"], cfg["num_hidden_layers"],
-                           cfg["num_attention_heads"], cfg["intermediate_size"], positions,
-                           cfg.get("type_vocab_size", 2), cfg.get("hidden_dropout_prob", 0.1),
-                           cfg.get("layer_norm_eps", 1e-12), **overrides)
+    sizes = {"hidden_size": cfg["hidden_size"], "num_layers": cfg["num_hidden_layers"],
+             "num_heads": cfg["num_attention_heads"], "intermediate_size": cfg["intermediate_size"],
+             "max_positions": positions, "type_vocab_size": cfg.get("type_vocab_size", 2),
+             "dropout": cfg.get("hidden_dropout_prob", 0.1), "layer_norm_eps": cfg.get("layer_norm_eps", 1e-12)}
+    return VideoBertConfig(text_vocab_size, visual_vocab_size, **{**sizes, **overrides})
 
 
-def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visual_vocab: str | Path) -> Path:
-    """Write `model` as a standard folder: config.json, model.safetensors, vocab.txt, visual_vocab.npz."""
+def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visual_vocab: str | Path | None,
+           lowercase: bool | None = None) -> Path:
+    """Write `model` as a standard folder: config.json, model.safetensors, vocab.txt (+ tokenizer_config.json)
+    and visual_vocab.npz (not for CBT models, which take clip features)."""
+    from .text import TextTokenizer
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if lowercase is None:
+        lowercase = TextTokenizer(tokenizer_vocab).lowercase
+    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}))
     (out / "config.json").write_text(json.dumps({"model_type": "videobert", **dataclasses.asdict(model.cfg)},
                                                 indent=1))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"))
     shutil.copyfile(tokenizer_vocab, out / "vocab.txt")
-    shutil.copyfile(visual_vocab, out / "visual_vocab.npz")
+    if not model.cfg.feature_dim:
+        shutil.copyfile(visual_vocab, out / "visual_vocab.npz")
     return out
 
 
 def load_pretrained(folder: str | Path):
-    """(VideoBert in eval mode, TextTokenizer, VisualVocab) from a folder written by `export`."""
+    """(VideoBert in eval mode, TextTokenizer, VisualVocab or None for CBT) from a folder written by `export`."""
     from .text import TextTokenizer
     from .vq import VisualVocab
 
@@ -148,4 +164,5 @@ def load_pretrained(folder: str | Path):
         raise ValueError(f"{folder}/config.json: not a videobert export (model_type != 'videobert')")
     model = VideoBert(VideoBertConfig(**cfg))
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.eval(), TextTokenizer(folder / "vocab.txt"), VisualVocab.load(folder / "visual_vocab.npz")
+    vocab = None if model.cfg.feature_dim else VisualVocab.load(folder / "visual_vocab.npz")
+    return model.eval(), TextTokenizer(folder / "vocab.txt"), vocab

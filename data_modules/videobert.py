@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamState, worker_batches
-from videobert.tasks.zero_shot import ZeroShotData
+from videobert.tasks import TASKS, ForecastingMetrics, RetrievalMetrics, ZeroShotMetrics
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
 
@@ -93,10 +93,12 @@ class VideoBertDataModule(L.LightningDataModule):
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
                  max_visual_words: int = 16, mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1,
-                 video_input: str = "words", max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
+                 video_input: str = "words", test_task: str = "zero_shot", max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
+        if test_task not in TASKS:
+            raise ValueError(f"data.test_task={test_task!r}: expected one of {sorted(TASKS)}")
         if video_input not in ("words", "features"):
             raise ValueError(f"data.video_input={video_input!r}: expected 'words' (VideoBERT) or 'features' (CBT)")
         if mode == "exact" and max_sentences > 1:
@@ -228,10 +230,21 @@ class VideoBertDataModule(L.LightningDataModule):
         truth_path = Path(self._require("ground_truth"))
         if not truth_path.is_file():
             raise FileNotFoundError(f"{truth_path}: no ground-truth sidecar for the zero-shot evaluation")
-        zs = ZeroShotData(self.tokenizer, self.vocab, json.loads(truth_path.read_text()), self.hparams.max_visual_words,
-                          features=self.features)
-        return self._stream("test", self._sets("test"), lambda videos, rng: zs(videos), lambda ex, rng: zs.collate(ex),
-                            "exact", None, self.hparams.seed + 2, 0, StreamState(), shuffle=False)
+        self.truth = json.loads(truth_path.read_text())
+        task = TASKS[self.hparams.test_task](self.tokenizer, self.vocab, self.truth, self.hparams.max_visual_words,
+                                             features=self.features)
+        return self._stream("test", self._sets("test"), lambda videos, rng: task(videos),
+                            lambda ex, rng: task.collate(ex), "exact", None, self.hparams.seed + 2, 0, StreamState(),
+                            shuffle=False)
+
+    def test_evaluator(self):
+        """The metrics module of `data.test_task` (the LightningModule feeds it every test batch)."""
+        name = self.hparams.test_task
+        if name == "zero_shot":
+            return ZeroShotMetrics(len(self.truth["verbs"]), len(self.truth["nouns"]))
+        if name == "retrieval":
+            return RetrievalMetrics(self.tokenizer)
+        return ForecastingMetrics(self.tokenizer.vocab_size, self.vocab.size)
 
     def _builder(self) -> SequenceBuilder:
         hp = self.hparams

@@ -67,8 +67,14 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     for what in ("verb", "noun"):
         assert 0.0 <= res[f"test/zero_shot/{what}_top1"] <= res[f"test/zero_shot/{what}_top5"] <= 1.0
         assert res[f"test/zero_shot/{what}_top1_chance"] == pytest.approx(0.1)
-    assert "zero-shot action classification on held-out videos" in caplog.text
+    assert "zero_shot on held-out videos" in caplog.text
     wandb.finish()
+
+    for task, key in (("retrieval", "test/retrieval/cross_t2v_r10"), ("forecasting", "test/forecasting/t1_top5")):
+        cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / task),
+                              "--config", str(ROOT / f"experiments/eval/{task}.yaml"), f"--ckpt_path={ckpt}"])
+        wandb.finish()
+        assert 0.0 <= cli.trainer.callback_metrics[key] <= 1.0
 
 
 def test_unknown_config_key_fails_with_its_name(quickstart_cache, tmp_path, capsys):

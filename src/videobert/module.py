@@ -17,7 +17,6 @@ from torchmetrics import MeanMetric
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
-from .tasks.zero_shot import ZeroShotMetrics
 
 
 class VideoBertModule(L.LightningModule):
@@ -43,7 +42,7 @@ class VideoBertModule(L.LightningModule):
             raise ValueError(f"model.loss_weights: unknown losses {sorted(unknown)}; expected {sorted(self.loss_weights)}")
         self.loss_weights.update(loss_weights or {})
         self.model: VideoBert | None = None
-        self.zero_shot: ZeroShotMetrics | None = None
+        self.evaluator: nn.Module | None = None  # the test task's metrics, from the DataModule
         if text_vocab_size is not None and visual_vocab_size is not None:
             self._build()  # e.g. in load_from_checkpoint, where the sizes come from the saved hparams
 
@@ -132,19 +131,20 @@ class VideoBertModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.shared_step(batch, "val")
 
+    def on_test_epoch_start(self) -> None:
+        self.evaluator = self.trainer.datamodule.test_evaluator().to(self.device)
+        self.task = None
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        if self.zero_shot is None:
-            self.zero_shot = ZeroShotMetrics(len(batch["verb_candidates"]), len(batch["noun_candidates"])).to(self.device)
-        self.zero_shot.update(self.model, batch)
+        self.task = batch["task"]
+        self.evaluator.update(self.model, batch)
 
     def on_test_epoch_end(self) -> None:
-        if self.zero_shot is None:
-            raise RuntimeError("the test set produced no zero-shot examples: check test shards and ground truth")
-        results = self.zero_shot.compute()
-        self.log_dict({f"test/zero_shot/{k}": v for k, v in results.items()})
-        lines = [f"  {k:<10} {results[k]:6.1%}   (chance {results[k + '_chance']:.1%})"
-                 for k in ("verb_top1", "verb_top5", "noun_top1", "noun_top5")]
-        rank_zero_info("zero-shot action classification on held-out videos:\n" + "\n".join(lines))
+        if self.task is None:
+            raise RuntimeError("the test set produced no examples: check test shards and ground truth")
+        results = self.evaluator.compute(self.model)
+        self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
+        rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))
 
     def configure_optimizers(self):
         decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]

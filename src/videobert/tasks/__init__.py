@@ -1,1 +1,10 @@
-"""Downstream evaluation tasks."""
+"""Downstream evaluation tasks: each has a Data stage (held-out videos -> batches) and a Metrics module
+(`update(model, batch)`, `compute(model) -> {name: value}`), chosen by `data.test_task`."""
+from .forecasting import ForecastingData, ForecastingMetrics
+from .retrieval import RetrievalData, RetrievalMetrics
+from .zero_shot import ZeroShotData, ZeroShotMetrics
+
+TASKS = {"zero_shot": ZeroShotData, "retrieval": RetrievalData, "forecasting": ForecastingData}
+
+__all__ = ["TASKS", "ForecastingData", "ForecastingMetrics", "RetrievalData", "RetrievalMetrics", "ZeroShotData",
+           "ZeroShotMetrics"]

@@ -20,6 +20,8 @@ TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 class ZeroShotData:
     """Turns decoded test videos plus their ground truth into zero-shot classification examples."""
 
+    task = "zero_shot"
+
     def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False):
         """`features`: CBT models take the clips' features (with one placeholder id) instead of visual words."""
         self.tok, self.vocab, self.truth, self.max_visual = tokenizer, vocab, truth, max_visual_words
@@ -64,6 +66,7 @@ class ZeroShotData:
         batch["noun"] = torch.tensor([e["noun"] for e in examples])
         batch["mask_positions"] = torch.tensor(self.mask_positions).expand(len(examples), 2)
         batch["verb_candidates"], batch["noun_candidates"] = self.verb_ids, self.noun_ids
+        batch["task"] = self.task
         return batch
 
 
@@ -85,7 +88,7 @@ class ZeroShotMetrics(nn.Module):
             for k in (1, 5):
                 self.acc[f"{what}_top{k}"].update(logits, batch[what])
 
-    def compute(self) -> dict[str, float]:
+    def compute(self, model=None) -> dict[str, float]:
         out = {}
         for name, metric in self.acc.items():
             what, k = name.split("_top")

@@ -1,0 +1,148 @@
+"""Text <-> video retrieval over the action steps of held-out videos.
+
+A pair is one ground-truth step: its text (the caption sentences whose middle lies in the step) and its
+video (the step's clips). Every text is ranked against every video and vice versa, with two scorers:
+- `dual`: cosine similarity of mean hidden states of the text alone and of the video alone (fast;
+  one encoder pass per item);
+- `cross`: the alignment head on `[CLS] text [>] video [SEP]` (exact but quadratic), used to rerank
+  the dual scorer's top `rerank` candidates of every query; the rest keep their dual order.
+Reported per scorer and direction: R@1, R@5, R@10 (torchmetrics) and the median rank, with chance.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.retrieval import RetrievalRecall
+
+from ..sequences import IGNORE, build_sequence, collate
+
+KS = (1, 5, 10)
+
+
+class RetrievalData:
+    """Held-out videos + ground truth -> one example per step (text ids, clip ids/features)."""
+
+    task = "retrieval"
+
+    def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False,
+                 max_text_tokens: int = 32):
+        self.tok, self.vocab, self.truth, self.max_visual, self.features = tokenizer, vocab, truth, max_visual_words, features
+        self.max_text = max_text_tokens
+
+    def examples(self, video: dict):
+        meta, feats = video["json"], video["features"]
+        if meta["video_id"] not in self.truth["videos"]:
+            raise KeyError(f"video {meta['video_id']!r} has no ground truth in the evaluation sidecar")
+        words = (np.zeros(len(feats), np.int64) if self.features else self.vocab.words(feats)) + self.tok.vocab_size
+        mids = np.asarray(meta["clips"], np.float64).reshape(-1, 2).mean(1)
+        for n, step in enumerate(self.truth["videos"][meta["video_id"]]["steps"]):
+            if step["verb"] is None:
+                continue
+            clips = np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[: self.max_visual]
+            text = " ".join(s["text"] for s in meta["sentences"] if step["start"] <= (s["start"] + s["end"]) / 2 < step["end"])
+            if len(clips) and text:
+                ex = {"pair": f"{meta['video_id']}/{n}", "text": self.tok.encode(text)[: self.max_text],
+                      "words": words[clips]}
+                if self.features:
+                    ex["features"] = feats[clips]
+                yield ex
+
+    def __call__(self, videos):
+        for video in videos:
+            yield from self.examples(video)
+
+    def collate(self, examples: list[dict]) -> dict:
+        return {"task": self.task, "pair": [e["pair"] for e in examples],
+                "text": [e["text"] for e in examples], "words": [e["words"] for e in examples],
+                "features": [e.get("features") for e in examples]}
+
+
+def sequences(tok, texts: list, words: list, features: list) -> dict:
+    """A batch of `[CLS] text [>] words [SEP]` sequences (either part may be empty), with CBT features."""
+    exs = []
+    for text, w, f in zip(texts, words, features):
+        ids, seg = build_sequence(list(text), list(w), tok.cls_id, tok.sep_id, tok.bridge_id)
+        ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "align_label": IGNORE}
+        if f is not None and len(w):
+            ex["visual_features"], ex["visual_offset"] = f, 2 + len(text)
+        exs.append(ex)
+    return collate(exs, tok.pad_id)
+
+
+def ranks_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    """(Q, N) scores with the right answer of query i at column i -> the 1-based rank of each answer."""
+    return (scores > scores.diagonal()[:, None]).sum(1) + 1
+
+
+def recall_and_median(scores: torch.Tensor) -> dict[str, float]:
+    """R@k via torchmetrics (query i's relevant item is item i) and the median rank."""
+    q, n = scores.shape
+    target = torch.eye(q, n, dtype=torch.bool)
+    indexes = torch.arange(q)[:, None].expand(q, n)
+    out = {f"r{k}": float(RetrievalRecall(top_k=k)(scores.flatten(), target.flatten(), indexes=indexes.flatten()))
+           for k in KS}
+    out["median_rank"] = float(ranks_from_scores(scores).float().quantile(0.5))  # as np.median
+    return out
+
+
+class RetrievalMetrics(nn.Module):
+    """Collects the pairs, then scores everything against everything in `compute(model)`."""
+
+    def __init__(self, tokenizer, rerank: int = 10, batch_size: int = 64):
+        super().__init__()
+        self.tok, self.rerank, self.batch_size = tokenizer, rerank, batch_size
+        self.items: list[tuple] = []
+
+    def update(self, model, batch: dict) -> None:
+        self.items += list(zip(batch["pair"], batch["text"], batch["words"], batch["features"]))
+
+    @torch.no_grad()
+    def _encode(self, model, texts, words, feats, device) -> torch.Tensor:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            b = sequences(self.tok, texts[i:i + self.batch_size], words[i:i + self.batch_size], feats[i:i + self.batch_size])
+            b = {k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)}
+            h = model(b["input_ids"], b["segment_ids"], b["attention_mask"], b.get("visual_features"))
+            m = b["attention_mask"][..., None].float()
+            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def _cross(self, model, pairs: list[tuple[int, int]], texts, words, feats, device) -> torch.Tensor:
+        """P(aligned) for (text index, video index) pairs from the alignment head."""
+        out = []
+        for i in range(0, len(pairs), self.batch_size):
+            chunk = pairs[i:i + self.batch_size]
+            b = sequences(self.tok, [texts[t] for t, _ in chunk], [words[v] for _, v in chunk], [feats[v] for _, v in chunk])
+            b = {k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)}
+            h = model(b["input_ids"], b["segment_ids"], b["attention_mask"], b.get("visual_features"))
+            out.append(model.align_logits(h).softmax(-1)[:, 1].float().cpu())
+        return torch.cat(out)
+
+    def _reranked(self, model, dual: torch.Tensor, text_side: bool, data, device) -> torch.Tensor:
+        """Cross-encoder scores on each query's top candidates, placed above the rest in dual order."""
+        k = min(self.rerank, dual.shape[1])
+        top = dual.topk(k, dim=1).indices
+        pairs = [(q, int(c)) if text_side else (int(c), q) for q in range(len(dual)) for c in top[q]]
+        p = self._cross(model, pairs, *data, device).view(len(dual), k)
+        scores = dual - dual.max() - 2.0  # below every reranked candidate (cosine in [-1, 1], p in [0, 1])
+        return scores.scatter(1, top, p)
+
+    def compute(self, model) -> dict[str, float]:
+        if len(self.items) < 2:
+            raise RuntimeError(f"retrieval needs at least 2 pairs, got {len(self.items)}: check test shards and ground truth")
+        device = next(model.parameters()).device
+        _, texts, words, feats = map(list, zip(*self.items))
+        data = (texts, words, feats)
+        t = self._encode(model, texts, [[]] * len(texts), [None] * len(texts), device)
+        v = self._encode(model, [[]] * len(words), words, feats, device)
+        dual = t @ v.T  # (texts, videos)
+        out = {"chance_r1": 1 / len(dual)}
+        for name, scores in (("dual", dual), ("cross", self._reranked(model, dual, True, data, device))):
+            out.update({f"{name}_t2v_{k}": x for k, x in recall_and_median(scores).items()})
+        for name, scores in (("dual", dual.T), ("cross", self._reranked(model, dual.T, False, data, device))):
+            out.update({f"{name}_v2t_{k}": x for k, x in recall_and_median(scores).items()})
+        out["pairs"] = float(len(dual))
+        self.items = []
+        return out

@@ -1,0 +1,41 @@
+"""Downstream-task metrics against references computed another way on hand-made cases."""
+import numpy as np
+import pytest
+import torch
+
+from videobert.tasks.forecasting import ForecastingData
+from videobert.tasks.retrieval import ranks_from_scores, recall_and_median
+
+
+def test_retrieval_ranks_and_recall_from_a_known_similarity_matrix():
+    scores = torch.tensor([[0.9, 0.1, 0.2, 0.0],   # query 0: its item (col 0) ranks 1st
+                           [0.8, 0.1, 0.7, 0.3],   # query 1: 4th
+                           [0.1, 0.9, 0.5, 0.2],   # query 2: 2nd
+                           [0.3, 0.2, 0.1, 0.4]])  # query 3: 1st
+    assert ranks_from_scores(scores).tolist() == [1, 4, 2, 1]
+    out = recall_and_median(scores)
+    ranks = np.array([1, 4, 2, 1])  # the same, computed by hand
+    for k in (1, 5, 10):
+        assert out[f"r{k}"] == pytest.approx(np.mean(ranks <= k))
+    assert out["median_rank"] == np.median(ranks) == 1.5
+
+
+def test_forecasting_windows_mask_the_next_three_words(tmp_path):
+    class Tok:
+        vocab_size, cls_id, sep_id, bridge_id, mask_id, pad_id = 10, 2, 3, 5, 4, 0
+
+    class Vocab:
+        size = 20
+
+        def words(self, f):
+            return f[:, 0].astype(np.int64)
+
+    data = ForecastingData(Tok(), Vocab(), context=4, max_visual_words=16)
+    video = {"features": np.arange(12)[:, None].astype(np.float32)}
+    exs = list(data.examples(video))
+    assert len(exs) == 3  # windows of 4 + 3 clips at stride 2 over 12 clips: starts 0, 2, 4
+    first = exs[1]
+    assert first["input_ids"].tolist() == [2, 5, 12, 13, 14, 15, 4, 4, 4, 3]  # [CLS] [>] v2..v5 [MASK]x3 [SEP]
+    assert first["labels"][6:9].tolist() == [16, 17, 18] and first["last"] == 15
+    with pytest.raises(ValueError, match="not CBT"):
+        ForecastingData(Tok(), None, features=True)

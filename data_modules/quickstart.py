@@ -23,7 +23,8 @@ SPLITS = {"train": 0, "val": 1, "test": 2}  # split -> seed offset; each split i
 class QuickstartDataModule(VideoBertDataModule):
     def __init__(self, cache_dir: str = "data/quickstart", train_videos: int = 200, val_videos: int = 20,
                  test_videos: int = 40, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
-                 tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0, **kwargs):
+                 tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0,
+                 idle_prob: float = 0.2, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
@@ -38,7 +39,8 @@ class QuickstartDataModule(VideoBertDataModule):
         """The cache records the settings it was built with; a different setting must not reuse it."""
         hp = self.hparams
         settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size", "vocab_levels",
-                                       "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed")}
+                                       "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed",
+                                       "idle_prob")}
         settings["corpus_version"] = CORPUS_VERSION
         stamp = self.root / "settings.json"
         if stamp.exists():
@@ -58,7 +60,7 @@ class QuickstartDataModule(VideoBertDataModule):
             corpus = r / "corpus" / split
             if not (corpus / "ground_truth.json").exists():
                 make_corpus(str(corpus), getattr(hp, f"{split}_videos"), seed=hp.corpus_seed * 10 + offset,
-                            size=hp.video_size, prefix=f"{split}")
+                            size=hp.video_size, prefix=f"{split}", idle_prob=hp.idle_prob)
             if not (r / "shards" / split / "index.json").exists():
                 build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split)
             if not (r / "features" / split / "index.json").exists():

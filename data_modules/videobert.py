@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamState, worker_batches
-from videobert.tasks import TASKS, ForecastingMetrics, RetrievalMetrics, ZeroShotMetrics
+from videobert.tasks import TASKS, ForecastingMetrics, RetrievalMetrics, SummarizationMetrics, ZeroShotMetrics
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
 
@@ -244,6 +244,8 @@ class VideoBertDataModule(L.LightningDataModule):
             return ZeroShotMetrics(len(self.truth["verbs"]), len(self.truth["nouns"]))
         if name == "retrieval":
             return RetrievalMetrics(self.tokenizer)
+        if name == "summarization":
+            return SummarizationMetrics(self.truth)
         return ForecastingMetrics(self.tokenizer.vocab_size, self.vocab.size)
 
     def _builder(self) -> SequenceBuilder:

@@ -70,7 +70,8 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     assert "zero_shot on held-out videos" in caplog.text
     wandb.finish()
 
-    for task, key in (("retrieval", "test/retrieval/cross_t2v_r10"), ("forecasting", "test/forecasting/t1_top5")):
+    for task, key in (("retrieval", "test/retrieval/cross_t2v_r10"), ("forecasting", "test/forecasting/t1_top5"),
+                      ("summarization", "test/summarization/f1")):
         cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / task),
                               "--config", str(ROOT / f"experiments/eval/{task}.yaml"), f"--ckpt_path={ckpt}"])
         wandb.finish()

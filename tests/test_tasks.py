@@ -39,3 +39,16 @@ def test_forecasting_windows_mask_the_next_three_words(tmp_path):
     assert first["labels"][6:9].tolist() == [16, 17, 18] and first["last"] == 15
     with pytest.raises(ValueError, match="not CBT"):
         ForecastingData(Tok(), None, features=True)
+
+
+def test_summary_selection_and_f1_by_hand():
+    from videobert.tasks.summarization import f1, select
+
+    segments = [(0.0, 1.5), (1.5, 3.0), (3.0, 4.5), (4.5, 6.0)]
+    chosen = select(segments, [0.2, 0.9, 0.5, 0.8], budget=3.0)  # the two best that fit: 1.5-3 and 4.5-6
+    assert sorted(chosen) == [(1.5, 3.0), (4.5, 6.0)]
+    assert select(segments, [0.2, 0.9, 0.5, 0.8], budget=1.0) == []  # nothing fits
+    key = [(0.0, 3.0)]  # 3 s of key time; 1.5 s of the 3 s chosen hit it
+    p, r = 1.5 / 3.0, 1.5 / 3.0
+    assert f1(chosen, key) == pytest.approx(2 * p * r / (p + r))
+    assert f1([(3.0, 4.5)], key) == 0.0

@@ -2,9 +2,12 @@
 (`update(model, batch)`, `compute(model) -> {name: value}`), chosen by `data.test_task`."""
 from .forecasting import ForecastingData, ForecastingMetrics
 from .retrieval import RetrievalData, RetrievalMetrics
+from .summarization import SummarizationData, SummarizationMetrics
 from .zero_shot import ZeroShotData, ZeroShotMetrics
 
-TASKS = {"zero_shot": ZeroShotData, "retrieval": RetrievalData, "forecasting": ForecastingData}
+TASKS = {"zero_shot": ZeroShotData, "retrieval": RetrievalData, "forecasting": ForecastingData,
+         "summarization": SummarizationData}
 
-__all__ = ["TASKS", "ForecastingData", "ForecastingMetrics", "RetrievalData", "RetrievalMetrics", "ZeroShotData",
+__all__ = ["TASKS", "ForecastingData", "ForecastingMetrics", "RetrievalData", "RetrievalMetrics", "SummarizationData",
+           "SummarizationMetrics", "ZeroShotData",
            "ZeroShotMetrics"]

@@ -36,16 +36,17 @@ class ZeroShotData:
         self.mask_positions = masks
 
     def examples(self, video: dict):
-        meta = video["json"]
-        vid = meta["video_id"]
+        vid = video["json"]["video_id"]
         if vid not in self.truth["videos"]:
             raise KeyError(f"video {vid!r} has no ground truth in the evaluation sidecar")
+        yield from self._examples_for(video, [s for s in self.truth["videos"][vid]["steps"] if s["verb"] is not None])
+
+    def _examples_for(self, video: dict, steps: list[dict]):
+        """The template filled with the clips of each step (a span with a verb and noun label)."""
         feats = video["features"]
         words = (np.zeros(len(feats), np.int64) if self.features else self.vocab.words(feats)) + self.tok.vocab_size
-        mids = np.array([(a + b) / 2 for a, b in meta["clips"]])
-        for step in self.truth["videos"][vid]["steps"]:
-            if step["verb"] is None:
-                continue  # an idle scene has no action label
+        mids = np.array([(a + b) / 2 for a, b in video["json"]["clips"]])
+        for step in steps:
             clips = np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[: self.max_visual]
             if len(clips) == 0:
                 continue

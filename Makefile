@@ -7,7 +7,7 @@ EXP ?= experiments/quickstart.yaml
 # build is not the one you want: make demo TORCH_PIP_ARGS="--index-url <index>"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo fit eval test test-full clean
+.PHONY: setup demo results test test-full clean
 setup: $(VENV)/.installed
 
 # torch first and pinned: a bare "torch" requirement would pull a multi-GB CUDA build
@@ -22,6 +22,12 @@ demo: setup
 	$(VB) fit --config $(EXP) && \
 	$(VB) test --config $(EXP) --ckpt_path runs/quickstart/checkpoints/last.ckpt && \
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
+
+# every task on the built-in corpus, for VideoBERT and CBT -> docs/results.md (~20 min on 2 cores)
+results: setup
+	$(VB) fit --config experiments/quickstart.yaml
+	$(VB) fit --config experiments/cbt_quickstart.yaml
+	$(VB) report --out docs/results.md
 
 test: setup
 	$(PY) -m pytest

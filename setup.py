@@ -19,6 +19,8 @@ setup(
         "tokenizers==0.23.3",
         "numpy>=1.26",
         "faiss-cpu==1.15.1",
+        "pillow>=10",  # evaluation figures (PNG in the run folder, images in W&B)
+        "safetensors>=0.4",  # model export / BERT checkpoints without pickle
     ],
     extras_require={"hf": ["transformers==5.24.0"], "dev": ["pytest>=8", "transformers==5.24.0"]},
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},

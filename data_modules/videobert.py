@@ -241,7 +241,7 @@ class VideoBertDataModule(L.LightningDataModule):
         """The metrics module of `data.test_task` (the LightningModule feeds it every test batch)."""
         name = self.hparams.test_task
         if name == "zero_shot":
-            return ZeroShotMetrics(len(self.truth["verbs"]), len(self.truth["nouns"]))
+            return ZeroShotMetrics(self.truth["verbs"], self.truth["nouns"])
         if name == "retrieval":
             return RetrievalMetrics(self.tokenizer)
         if name == "summarization":

@@ -68,6 +68,7 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
         assert 0.0 <= res[f"test/zero_shot/{what}_top1"] <= res[f"test/zero_shot/{what}_top5"] <= 1.0
         assert res[f"test/zero_shot/{what}_top1_chance"] == pytest.approx(0.1)
     assert "zero_shot on held-out videos" in caplog.text
+    assert (tmp_path / "test/zero_shot_verb_confusion.png").exists()  # a figure for users without W&B
     wandb.finish()
 
     for task, key in (("retrieval", "test/retrieval/cross_t2v_r10"), ("forecasting", "test/forecasting/t1_top5"),

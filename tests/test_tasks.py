@@ -52,3 +52,29 @@ def test_summary_selection_and_f1_by_hand():
     p, r = 1.5 / 3.0, 1.5 / 3.0
     assert f1(chosen, key) == pytest.approx(2 * p * r / (p + r))
     assert f1([(3.0, 4.5)], key) == 0.0
+
+
+def test_results_table_puts_metrics_next_to_baselines():
+    from videobert.report import table
+
+    results = {"quickstart": {"zero_shot": {"verb_top5": 0.9, "verb_top5_chance": 0.5},
+                              "retrieval": {"dual_t2v_median_rank": 3.0, "chance_r1": 0.01}},
+               "cbt_quickstart": {"zero_shot": {"verb_top5": 1.0, "verb_top5_chance": 0.5}}}
+    lines = table(results)
+    assert lines[0].startswith("| metric | quickstart | cbt_quickstart |")
+    assert "| zero-shot verb top-5 | 90.0% | 100.0% | 50.0% | 43.3% |" in lines
+    assert "| text->video median rank, dual | 3.0 | - | - | - |" in lines
+    assert not any("noun" in line for line in lines)  # rows without any value are left out
+
+
+def test_confusion_figure_is_saved_as_png(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from videobert.tasks.figures import confusion_image, publish
+
+    img = confusion_image(np.array([[3, 1], [0, 4]]), ["stir", "roll"], "verbs")
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), loggers=[])
+    (path,) = publish(trainer, {"zero_shot/verb_confusion": img})
+    assert path.name == "zero_shot_verb_confusion.png" and Image.open(path).size == img.size

@@ -1,5 +1,6 @@
 """`videobert fit|validate|test|predict --config X.yaml` (LightningCLI), `videobert data ...` (the offline
-stages) and `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folder)."""
+stages), `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folder) and `videobert report`
+(every evaluation task on the quickstart checkpoints -> docs/results.md)."""
 from __future__ import annotations
 
 import netrc
@@ -84,10 +85,12 @@ def main() -> None:
         os.environ["WANDB_MODE"] = "offline"
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         data_main(sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] == "export":
+    elif len(sys.argv) > 1 and sys.argv[1] in ("export", "report"):
         from jsonargparse import CLI
 
-        CLI(export_checkpoint, args=sys.argv[2:], as_positional=False)
+        from .report import report
+
+        CLI({"export": export_checkpoint, "report": report}[sys.argv[1]], args=sys.argv[2:], as_positional=False)
     else:
         lightning_main()
 

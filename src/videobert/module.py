@@ -17,6 +17,7 @@ from torchmetrics import MeanMetric
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
+from .tasks.figures import publish
 
 
 class VideoBertModule(L.LightningModule):
@@ -142,6 +143,10 @@ class VideoBertModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         if self.task is None:
             raise RuntimeError("the test set produced no examples: check test shards and ground truth")
+        if hasattr(self.evaluator, "figures"):
+            figures = self.evaluator.figures()  # (every rank computes: the states are synced across ranks)
+            if self.trainer.is_global_zero:
+                publish(self.trainer, figures)
         results = self.evaluator.compute(self.model)
         self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
         rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..sequences import IGNORE, build_sequence, collate
 
@@ -72,13 +72,15 @@ class ZeroShotData:
 
 
 class ZeroShotMetrics(nn.Module):
-    """Top-1/top-5 verb and noun accuracy (torchmetrics), with chance levels."""
+    """Top-1/top-5 verb and noun accuracy (torchmetrics), with chance levels, and confusion matrices."""
 
-    def __init__(self, num_verbs: int, num_nouns: int):
+    def __init__(self, verbs: list[str], nouns: list[str]):
         super().__init__()
-        self.sizes = {"verb": num_verbs, "noun": num_nouns}
+        self.labels = {"verb": list(verbs), "noun": list(nouns)}
+        self.sizes = {what: len(names) for what, names in self.labels.items()}
         self.acc = nn.ModuleDict({f"{what}_top{k}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
                                   for what, n in self.sizes.items() for k in (1, 5)})
+        self.confusion = nn.ModuleDict({what: MulticlassConfusionMatrix(n) for what, n in self.sizes.items()})
 
     def update(self, model, batch: dict) -> None:
         hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], batch.get("visual_features"))
@@ -88,6 +90,7 @@ class ZeroShotMetrics(nn.Module):
             logits = model.token_logits(h[:, i], batch[f"{what}_candidates"])
             for k in (1, 5):
                 self.acc[f"{what}_top{k}"].update(logits, batch[what])
+            self.confusion[what].update(logits.argmax(-1), batch[what])
 
     def compute(self, model=None) -> dict[str, float]:
         out = {}
@@ -95,5 +98,16 @@ class ZeroShotMetrics(nn.Module):
             what, k = name.split("_top")
             out[name] = float(metric.compute())
             out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
+            metric.reset()
+        return out
+
+    def figures(self) -> dict:
+        """Verb and noun confusion matrices (top-1) as images; resets them."""
+        from .figures import confusion_image
+
+        out = {}
+        for what, metric in self.confusion.items():
+            out[f"zero_shot/{what}_confusion"] = confusion_image(metric.compute().cpu().numpy(), self.labels[what],
+                                                                 f"zero-shot {what}s: truth (rows) x prediction")
             metric.reset()
         return out

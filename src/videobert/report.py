@@ -1,0 +1,87 @@
+"""`videobert report`: every evaluation task on trained checkpoints, written as one markdown table.
+
+Runs `videobert test` in this process for each (experiment, task) whose checkpoint exists at
+`runs/<experiment>/checkpoints/last.ckpt`, and writes the metrics next to chance level and, for
+orientation only, the paper's YouCook2 numbers (different data). `make results` trains both quickstart
+experiments first.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%"}  # YouCook2, Sun et al. 2019, Table 1
+TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization"),
+         "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to forecast)
+ROWS = [  # (task, metric, chance metric or value, what it is)
+    ("zero_shot", "verb_top1", "verb_top1_chance", "zero-shot verb top-1"),
+    ("zero_shot", "verb_top5", "verb_top5_chance", "zero-shot verb top-5"),
+    ("zero_shot", "noun_top1", "noun_top1_chance", "zero-shot noun top-1"),
+    ("zero_shot", "noun_top5", "noun_top5_chance", "zero-shot noun top-5"),
+    ("retrieval", "dual_t2v_r1", "chance_r1", "text->video R@1, dual encoder"),
+    ("retrieval", "cross_t2v_r1", "chance_r1", "text->video R@1, cross-encoder rerank"),
+    ("retrieval", "dual_t2v_r10", None, "text->video R@10, dual encoder"),
+    ("retrieval", "dual_t2v_median_rank", None, "text->video median rank, dual"),
+    ("retrieval", "dual_v2t_r10", None, "video->text R@10, dual encoder"),
+    ("forecasting", "t1_top1", "t1_repeat_last", "next visual word top-1 (baseline: repeat the last)"),
+    ("forecasting", "t3_top1", "t3_repeat_last", "+3 clips visual word top-1 (baseline: repeat the last)"),
+    ("summarization", "f1", "random_f1", "summary F1 at 15% length (baseline: random)"),
+    ("summarization", "oracle_f1", None, "summary F1 of the best possible selection (the budget caps it)"),
+]
+
+
+def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
+    import wandb
+
+    from .cli import lightning_main
+
+    cli = lightning_main(["test", "--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
+                          f"--ckpt_path={ckpt}", "--trainer.logger=false", "--trainer.callbacks=[]",
+                          "--trainer.enable_progress_bar=false"])
+    wandb.finish()
+    prefix = f"test/{task}/"
+    return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def _cell(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if metric.endswith("median_rank") else f"{100 * value:.1f}%"
+
+
+def table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    exps = list(results)
+    lines = ["| metric | " + " | ".join(exps) + " | chance / baseline | paper (YouCook2) |",
+             "| --- |" + " --- |" * (len(exps) + 2)]
+    for task, metric, base, label in ROWS:
+        cells = [_cell(results[e].get(task, {}).get(metric), metric) for e in exps]
+        if all(c == "-" for c in cells):
+            continue
+        base_val = next((results[e][task].get(base) for e in exps if base and task in results[e]), None)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cell(base_val, metric)} | "
+                     f"{PAPER.get(f'{task}/{metric}', '-')} |")
+    return lines
+
+
+def report(out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
+    """Evaluate every task on each experiment's last checkpoint and write the table to `out`."""
+    results, missing = {}, []
+    for exp in experiments or list(TASKS):
+        ckpt = Path(f"runs/{exp}/checkpoints/last.ckpt")
+        if not ckpt.exists():
+            missing.append(str(ckpt))
+            continue
+        results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
+    if not results:
+        raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
+    text = ["# Results on the built-in corpus", "",
+            f"Written by `videobert report` on {time.strftime('%Y-%m-%d')} from the checkpoints in `runs/`; "
+            "`make results` trains and evaluates everything (2 CPU cores: about 20 minutes).",
+            "Held-out test videos of the built-in procedural cooking corpus. The paper's column is YouCook2 "
+            "(real video): for orientation only, it is not comparable.", "", *table(results), ""]
+    if missing:
+        text.append(f"Not evaluated (no checkpoint): {', '.join(missing)}.")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text("\n".join(text) + "\n")
+    print(f"report: {len(results)} experiment(s) -> {out}")
+    return Path(out)

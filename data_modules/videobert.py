@@ -24,7 +24,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamState, worker_batches
-from videobert.tasks import TASKS, ForecastingMetrics, RetrievalMetrics, SummarizationMetrics, ZeroShotMetrics
+from videobert.tasks import (TASKS, ForecastingMetrics, RetrievalMetrics, SummarizationMetrics, TextToVideoMetrics,
+                             ZeroShotMetrics)
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
 
@@ -246,6 +247,8 @@ class VideoBertDataModule(L.LightningDataModule):
             return RetrievalMetrics(self.tokenizer)
         if name == "summarization":
             return SummarizationMetrics(self.truth)
+        if name == "text_to_video":
+            return TextToVideoMetrics(self.tokenizer.vocab_size, self.vocab)
         return ForecastingMetrics(self.tokenizer.vocab_size, self.vocab.size)
 
     def _builder(self) -> SequenceBuilder:

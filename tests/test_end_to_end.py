@@ -1,6 +1,7 @@
 """From raw videos to a zero-shot evaluation through the real command line (LightningCLI), in-process."""
 import csv
 import glob
+import json
 from pathlib import Path
 
 import pytest
@@ -72,11 +73,13 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     wandb.finish()
 
     for task, key in (("retrieval", "test/retrieval/cross_t2v_r10"), ("forecasting", "test/forecasting/t1_top5"),
-                      ("summarization", "test/summarization/f1")):
+                      ("summarization", "test/summarization/f1"), ("text_to_video", "test/text_to_video/top5")):
         cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / task),
                               "--config", str(ROOT / f"experiments/eval/{task}.yaml"), f"--ckpt_path={ckpt}"])
         wandb.finish()
         assert 0.0 <= cli.trainer.callback_metrics[key] <= 1.0
+    examples = json.loads((tmp_path / "text_to_video/text_to_video_examples.json").read_text())
+    assert examples and {"text", "predicted_words", "nearest_clips"} <= set(examples[0])
 
 
 def test_unknown_config_key_fails_with_its_name(quickstart_cache, tmp_path, capsys):

@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
-from .tasks.figures import publish
+from .tasks.figures import publish, publish_examples
 
 
 class VideoBertModule(L.LightningModule):
@@ -147,6 +147,8 @@ class VideoBertModule(L.LightningModule):
             figures = self.evaluator.figures()  # (every rank computes: the states are synced across ranks)
             if self.trainer.is_global_zero:
                 publish(self.trainer, figures)
+        if hasattr(self.evaluator, "examples") and self.trainer.is_global_zero:
+            publish_examples(self.trainer, self.task, self.evaluator.examples())
         results = self.evaluator.compute(self.model)
         self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
         rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))

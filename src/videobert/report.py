@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%"}  # YouCook2, Sun et al. 2019, Table 1
-TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization"),
-         "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to forecast)
+TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
+         "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to predict)
 ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "verb_top1", "verb_top1_chance", "zero-shot verb top-1"),
     ("zero_shot", "verb_top5", "verb_top5_chance", "zero-shot verb top-5"),
@@ -27,6 +27,8 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("forecasting", "t3_top1", "t3_repeat_last", "+3 clips visual word top-1 (baseline: repeat the last)"),
     ("summarization", "f1", "random_f1", "summary F1 at 15% length (baseline: random)"),
     ("summarization", "oracle_f1", None, "summary F1 of the best possible selection (the budget caps it)"),
+    ("text_to_video", "top1", "most_frequent_top1", "a step's visual words from its narration, top-1 (baseline: most frequent)"),
+    ("text_to_video", "top5", "chance_top5", "a step's visual words from its narration, top-5"),
 ]
 
 

@@ -3,11 +3,12 @@
 from .forecasting import ForecastingData, ForecastingMetrics
 from .retrieval import RetrievalData, RetrievalMetrics
 from .summarization import SummarizationData, SummarizationMetrics
+from .text_to_video import TextToVideoData, TextToVideoMetrics
 from .zero_shot import ZeroShotData, ZeroShotMetrics
 
 TASKS = {"zero_shot": ZeroShotData, "retrieval": RetrievalData, "forecasting": ForecastingData,
-         "summarization": SummarizationData}
+         "summarization": SummarizationData, "text_to_video": TextToVideoData}
 
 __all__ = ["TASKS", "ForecastingData", "ForecastingMetrics", "RetrievalData", "RetrievalMetrics", "SummarizationData",
-           "SummarizationMetrics", "ZeroShotData",
+           "SummarizationMetrics", "TextToVideoData", "TextToVideoMetrics", "ZeroShotData",
            "ZeroShotMetrics"]

@@ -4,6 +4,7 @@ Drawn with Pillow alone (no plotting library), so they work on any machine that 
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,21 @@ def confusion_image(matrix: np.ndarray, labels: list[str], title: str) -> Image.
             if matrix[i, j]:
                 draw.text((box[0] + 3, box[1] + 8), str(int(matrix[i, j])), fill="black" if shade > 110 else "white")
     return img
+
+
+def publish_examples(trainer, task: str, rows: list[dict]) -> Path:
+    """Example predictions as `<default_root_dir>/<task>_examples.json`, and a W&B table when W&B is on."""
+    out = Path(trainer.default_root_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{task}_examples.json"
+    path.write_text(json.dumps(rows, indent=1))
+    columns = list(rows[0]) if rows else []
+    for logger in trainer.loggers:
+        if rows and hasattr(logger, "log_table"):  # WandbLogger
+            logger.log_table(key=f"test/{task}/examples", columns=columns,
+                             data=[[json.dumps(r[c]) if isinstance(r[c], (list, dict)) else r[c] for c in columns]
+                                   for r in rows])
+    return path
 
 
 def publish(trainer, figures: dict[str, Image.Image]) -> list[Path]:

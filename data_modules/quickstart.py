@@ -24,7 +24,7 @@ class QuickstartDataModule(VideoBertDataModule):
     def __init__(self, cache_dir: str = "data/quickstart", train_videos: int = 200, val_videos: int = 20,
                  test_videos: int = 40, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
                  tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0,
-                 idle_prob: float = 0.2, **kwargs):
+                 idle_prob: float = 0.2, hold_out_pairs: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
@@ -40,7 +40,7 @@ class QuickstartDataModule(VideoBertDataModule):
         hp = self.hparams
         settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size", "vocab_levels",
                                        "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed",
-                                       "idle_prob")}
+                                       "idle_prob", "hold_out_pairs")}
         settings["corpus_version"] = CORPUS_VERSION
         stamp = self.root / "settings.json"
         if stamp.exists():
@@ -60,7 +60,8 @@ class QuickstartDataModule(VideoBertDataModule):
             corpus = r / "corpus" / split
             if not (corpus / "ground_truth.json").exists():
                 make_corpus(str(corpus), getattr(hp, f"{split}_videos"), seed=hp.corpus_seed * 10 + offset,
-                            size=hp.video_size, prefix=f"{split}", idle_prob=hp.idle_prob)
+                            size=hp.video_size, prefix=f"{split}", idle_prob=hp.idle_prob,
+                            hold_out_pairs=hp.hold_out_pairs and split != "test")
             if not (r / "shards" / split / "index.json").exists():
                 build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split)
             if not (r / "features" / split / "index.json").exists():

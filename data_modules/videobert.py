@@ -241,6 +241,9 @@ class VideoBertDataModule(L.LightningDataModule):
     def test_evaluator(self):
         """The metrics module of `data.test_task` (the LightningModule feeds it every test batch)."""
         name = self.hparams.test_task
+        if name != "zero_shot" and name != "forecasting" and self._world()[1] > 1:
+            raise ValueError(f"data.test_task={name} compares items across the whole test set, which is not "
+                             "gathered across ranks yet: run it with --trainer.devices 1")
         if name == "zero_shot":
             return ZeroShotMetrics(self.truth["verbs"], self.truth["nouns"])
         if name == "retrieval":

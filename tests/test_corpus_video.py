@@ -72,3 +72,16 @@ def test_unreadable_video_is_a_clear_error(tmp_path):
         probe_duration(str(bad), name=str(bad))
     with pytest.raises(VideoError, match="bad.mp4"):
         list(iter_clips(str(bad), name=str(bad)))
+
+
+def test_held_out_pairs_never_appear_when_held_out():
+    from videobert.corpus import HELD_OUT_PAIRS, NOUNS, VERBS, _plan_video
+
+    assert sorted(v for v, _ in HELD_OUT_PAIRS) == sorted(VERBS) and sorted(n for _, n in HELD_OUT_PAIRS) == sorted(NOUNS)
+    rng = np.random.default_rng(0)
+    held = [s for _ in range(300) for s in _plan_video(rng, 0.0, hold_out_pairs=True)]
+    free = [s for _ in range(300) for s in _plan_video(rng, 0.0, hold_out_pairs=False)]
+    assert not any(s["unseen_pair"] or (s["verb"], s["noun"]) in HELD_OUT_PAIRS for s in held)
+    marked = [s for s in free if s["unseen_pair"]]
+    assert marked and all((s["verb"], s["noun"]) in HELD_OUT_PAIRS for s in marked)
+    assert len(marked) / len(free) == pytest.approx(0.1, abs=0.03)  # 10 of 100 pairs

@@ -18,6 +18,9 @@ import numpy as np
 
 VERBS = ["stir", "roll", "flip", "spin", "toss", "shake", "press", "cut", "pour", "peel"]
 NOUNS = ["tomato", "egg", "onion", "carrot", "potato", "cucumber", "lemon", "bread", "cheese", "fish"]
+# 10 of the 100 verb-noun pairs, each verb and each noun in one of them: a corpus made with
+# `hold_out_pairs` never shows them, so a test on them asks for combinations never seen together
+HELD_OUT_PAIRS = [(VERBS[i], NOUNS[(3 * i + 1) % len(NOUNS)]) for i in range(len(VERBS))]
 
 # noun -> (shape, rgb colour, texture); textures move with the object so rotation is visible
 OBJECTS = {
@@ -146,16 +149,20 @@ def render_frame(verb: str, noun: str, t: float, look: dict, size: int) -> np.nd
     return frame.clip(0, 255).astype(np.uint8)
 
 
-def _plan_video(rng: np.random.Generator, idle_prob: float) -> list[dict]:
-    """Steps of one video: each lasts 2-4 clips; idle scenes (no action) are mixed in."""
+def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool = False) -> list[dict]:
+    """Steps of one video: each lasts 2-4 clips; idle scenes (no action) are mixed in. With
+    `hold_out_pairs`, no step is one of HELD_OUT_PAIRS; otherwise steps that are get `unseen_pair`."""
     steps, t = [], 0.0
     for _ in range(int(rng.integers(4, 8))):
         n_clips = int(rng.integers(2, 5))
         if rng.random() < idle_prob:
             steps.append({"verb": None, "noun": None, "start": t, "end": t + n_clips * CLIP_SECONDS})
         else:
-            steps.append({"verb": VERBS[rng.integers(len(VERBS))], "noun": NOUNS[rng.integers(len(NOUNS))],
-                          "start": t, "end": t + n_clips * CLIP_SECONDS})
+            pair = (VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))])
+            while hold_out_pairs and pair in HELD_OUT_PAIRS:
+                pair = (VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))])
+            steps.append({"verb": pair[0], "noun": pair[1], "start": t, "end": t + n_clips * CLIP_SECONDS,
+                          "unseen_pair": pair in HELD_OUT_PAIRS})
         t += n_clips * CLIP_SECONDS
     return steps
 
@@ -205,12 +212,12 @@ def write_mp4(path: Path, frames, fps: int, size: int) -> None:
 
 
 def _make_video(args: tuple) -> tuple[str, dict]:
-    out_dir, video_id, seed, size, idle_prob, mismatch_prob = args
+    out_dir, video_id, seed, size, idle_prob, mismatch_prob, hold_out_pairs = args
     rng = np.random.default_rng(seed)
     # a dark, muted cutting board, so no object blends into it
     look = {"board": rng.uniform(50, 95) + rng.uniform(-8, 8, 3), "amp": rng.uniform(0.85, 1.15),
             "scale": rng.uniform(0.85, 1.15), "offset": rng.uniform(-4, 4, 2), "tint": rng.uniform(0.92, 1.08)}
-    steps = _plan_video(rng, idle_prob)
+    steps = _plan_video(rng, idle_prob, hold_out_pairs)
     cues = _narrate(rng, steps, mismatch_prob)
 
     def frames():
@@ -224,18 +231,22 @@ def _make_video(args: tuple) -> tuple[str, dict]:
 
 
 def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, prefix: str = "video",
-                idle_prob: float = 0.0, mismatch_prob: float = 0.1, workers: int | None = None) -> Path:
-    """Write `num_videos` mp4 + vtt pairs and `ground_truth.json` into `out`.
+                idle_prob: float = 0.0, mismatch_prob: float = 0.1, hold_out_pairs: bool = False,
+                workers: int | None = None) -> Path:
+    """Write `num_videos` mp4 + vtt pairs and `ground_truth.json` into `out`. `hold_out_pairs`: never
+    show the verb-noun pairs of HELD_OUT_PAIRS (for training splits; test steps with them are marked).
 
     Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(num_videos)
-    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob) for i, s in enumerate(seeds)]
+    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob, hold_out_pairs)
+            for i, s in enumerate(seeds)]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         videos = dict(pool.map(_make_video, jobs, chunksize=4))
-    truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "videos": videos}
+    truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "held_out_pairs": HELD_OUT_PAIRS if hold_out_pairs else [],
+             "videos": videos}
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1))
     print(f"corpus: {num_videos} videos ({sum(v['duration'] for v in videos.values()):.0f} s) -> {out_dir}")
     return out_dir

@@ -18,6 +18,8 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "verb_top5", "verb_top5_chance", "zero-shot verb top-5"),
     ("zero_shot", "noun_top1", "noun_top1_chance", "zero-shot noun top-1"),
     ("zero_shot", "noun_top5", "noun_top5_chance", "zero-shot noun top-5"),
+    ("zero_shot", "verb_top1_unseen_pairs", "verb_top1_chance", "zero-shot verb top-1, verb-noun pairs unseen in training"),
+    ("zero_shot", "noun_top1_unseen_pairs", "noun_top1_chance", "zero-shot noun top-1, verb-noun pairs unseen in training"),
     ("retrieval", "dual_t2v_r1", "chance_r1", "text->video R@1, dual encoder"),
     ("retrieval", "cross_t2v_r1", "chance_r1", "text->video R@1, cross-encoder rerank"),
     ("retrieval", "dual_t2v_r10", None, "text->video R@10, dual encoder"),

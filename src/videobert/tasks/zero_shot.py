@@ -3,7 +3,8 @@
 For each ground-truth step of a held-out video, feed
 `[CLS] now let me show you how to [MASK] the [MASK] [>] visual words of the step [SEP]`
 and read the verb from the first [MASK] and the noun from the second, each restricted to the label
-vocabulary. Reported: top-1 and top-5 accuracy, with chance level alongside.
+vocabulary. Reported: top-1 and top-5 accuracy, with chance level alongside, and the same on the steps
+whose verb-noun pair is marked `unseen_pair` (held out of the built-in training corpus).
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ class ZeroShotData:
                 continue
             ids, seg = build_sequence(self.template, words[clips], self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
             ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), IGNORE),
-                  "align_label": IGNORE, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"])}
+                  "align_label": IGNORE, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"]),
+                  "unseen": bool(step.get("unseen_pair", False))}
             if self.features:
                 ex["visual_features"], ex["visual_offset"] = feats[clips], 2 + len(self.template)
             yield ex
@@ -67,7 +69,7 @@ class ZeroShotData:
         batch["noun"] = torch.tensor([e["noun"] for e in examples])
         batch["mask_positions"] = torch.tensor(self.mask_positions).expand(len(examples), 2)
         batch["verb_candidates"], batch["noun_candidates"] = self.verb_ids, self.noun_ids
-        batch["task"] = self.task
+        batch["task"], batch["unseen"] = self.task, torch.tensor([e["unseen"] for e in examples])
         return batch
 
 
@@ -78,8 +80,9 @@ class ZeroShotMetrics(nn.Module):
         super().__init__()
         self.labels = {"verb": list(verbs), "noun": list(nouns)}
         self.sizes = {what: len(names) for what, names in self.labels.items()}
-        self.acc = nn.ModuleDict({f"{what}_top{k}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
-                                  for what, n in self.sizes.items() for k in (1, 5)})
+        self.acc = nn.ModuleDict({f"{what}_top{k}{part}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
+                                  for what, n in self.sizes.items() for k in (1, 5) for part in ("", "_unseen_pairs")})
+        self.unseen = 0  # steps whose verb-noun pair the training corpus never showed (ground truth `unseen_pair`)
         self.confusion = nn.ModuleDict({what: MulticlassConfusionMatrix(n) for what, n in self.sizes.items()})
 
     def update(self, model, batch: dict) -> None:
@@ -88,17 +91,28 @@ class ZeroShotMetrics(nn.Module):
         h = hidden[rows, batch["mask_positions"]]  # (B, 2, C): the verb and noun [MASK]s
         for i, what in enumerate(("verb", "noun")):
             logits = model.token_logits(h[:, i], batch[f"{what}_candidates"])
+            unseen = batch["unseen"]
             for k in (1, 5):
                 self.acc[f"{what}_top{k}"].update(logits, batch[what])
+                if unseen.any():
+                    self.acc[f"{what}_top{k}_unseen_pairs"].update(logits[unseen], batch[what][unseen])
             self.confusion[what].update(logits.argmax(-1), batch[what])
+        self.unseen += int(batch["unseen"].sum())
 
     def compute(self, model=None) -> dict[str, float]:
         out = {}
         for name, metric in self.acc.items():
-            what, k = name.split("_top")
-            out[name] = float(metric.compute())
-            out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
+            if name.endswith("_unseen_pairs"):
+                if self.unseen:
+                    out[name] = float(metric.compute())
+            else:
+                what, k = name.split("_top")
+                out[name] = float(metric.compute())
+                out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
             metric.reset()
+        if self.unseen:
+            out["unseen_pair_steps"] = float(self.unseen)
+        self.unseen = 0
         return out
 
     def figures(self) -> dict:

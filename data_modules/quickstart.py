@@ -61,7 +61,8 @@ class QuickstartDataModule(VideoBertDataModule):
             if not (corpus / "ground_truth.json").exists():
                 make_corpus(str(corpus), getattr(hp, f"{split}_videos"), seed=hp.corpus_seed * 10 + offset,
                             size=hp.video_size, prefix=f"{split}", idle_prob=hp.idle_prob,
-                            hold_out_pairs=hp.hold_out_pairs and split != "test")
+                            hold_out_pairs=hp.hold_out_pairs and split != "test",
+                            mark_held_out=hp.hold_out_pairs and split == "test")
             if not (r / "shards" / split / "index.json").exists():
                 build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split)
             if not (r / "features" / split / "index.json").exists():

@@ -80,7 +80,8 @@ def test_held_out_pairs_never_appear_when_held_out():
     assert sorted(v for v, _ in HELD_OUT_PAIRS) == sorted(VERBS) and sorted(n for _, n in HELD_OUT_PAIRS) == sorted(NOUNS)
     rng = np.random.default_rng(0)
     held = [s for _ in range(300) for s in _plan_video(rng, 0.0, hold_out_pairs=True)]
-    free = [s for _ in range(300) for s in _plan_video(rng, 0.0, hold_out_pairs=False)]
+    free = [s for _ in range(300) for s in _plan_video(rng, 0.0, mark_held_out=True)]
+    assert not any(s["unseen_pair"] for _ in range(50) for s in _plan_video(rng, 0.0))  # nothing held out
     assert not any(s["unseen_pair"] or (s["verb"], s["noun"]) in HELD_OUT_PAIRS for s in held)
     marked = [s for s in free if s["unseen_pair"]]
     assert marked and all((s["verb"], s["noun"]) in HELD_OUT_PAIRS for s in marked)

@@ -18,6 +18,11 @@ def test_retrieval_ranks_and_recall_from_a_known_similarity_matrix():
     for k in (1, 5, 10):
         assert out[f"r{k}"] == pytest.approx(np.mean(ranks <= k))
     assert out["median_rank"] == np.median(ranks) == 1.5
+    tied = torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.9, 0.9], [0.3, 0.3, 0.3]])
+    assert ranks_from_scores(tied).tolist() == [2, 2, 3]  # a tie with a wrong item counts against the query
+    assert recall_and_median(tied)["r1"] == 0.0 and recall_and_median(tied)["median_rank"] == 2.0
+    same = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])  # same narration
+    assert ranks_from_scores(tied, same).tolist() == [1, 2, 3]
 
 
 def test_forecasting_windows_mask_the_next_three_words(tmp_path):

@@ -149,9 +149,11 @@ def render_frame(verb: str, noun: str, t: float, look: dict, size: int) -> np.nd
     return frame.clip(0, 255).astype(np.uint8)
 
 
-def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool = False) -> list[dict]:
+def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool = False,
+                mark_held_out: bool = False) -> list[dict]:
     """Steps of one video: each lasts 2-4 clips; idle scenes (no action) are mixed in. With
-    `hold_out_pairs`, no step is one of HELD_OUT_PAIRS; otherwise steps that are get `unseen_pair`."""
+    `hold_out_pairs`, no step is one of HELD_OUT_PAIRS; with `mark_held_out` (a test split for a model
+    trained on a held-out corpus), steps that are one get `unseen_pair`."""
     steps, t = [], 0.0
     for _ in range(int(rng.integers(4, 8))):
         n_clips = int(rng.integers(2, 5))
@@ -162,7 +164,7 @@ def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool
             while hold_out_pairs and pair in HELD_OUT_PAIRS:
                 pair = (VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))])
             steps.append({"verb": pair[0], "noun": pair[1], "start": t, "end": t + n_clips * CLIP_SECONDS,
-                          "unseen_pair": pair in HELD_OUT_PAIRS})
+                          "unseen_pair": mark_held_out and pair in HELD_OUT_PAIRS})
         t += n_clips * CLIP_SECONDS
     return steps
 
@@ -212,12 +214,12 @@ def write_mp4(path: Path, frames, fps: int, size: int) -> None:
 
 
 def _make_video(args: tuple) -> tuple[str, dict]:
-    out_dir, video_id, seed, size, idle_prob, mismatch_prob, hold_out_pairs = args
+    out_dir, video_id, seed, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out = args
     rng = np.random.default_rng(seed)
     # a dark, muted cutting board, so no object blends into it
     look = {"board": rng.uniform(50, 95) + rng.uniform(-8, 8, 3), "amp": rng.uniform(0.85, 1.15),
             "scale": rng.uniform(0.85, 1.15), "offset": rng.uniform(-4, 4, 2), "tint": rng.uniform(0.92, 1.08)}
-    steps = _plan_video(rng, idle_prob, hold_out_pairs)
+    steps = _plan_video(rng, idle_prob, hold_out_pairs, mark_held_out)
     cues = _narrate(rng, steps, mismatch_prob)
 
     def frames():
@@ -232,20 +234,21 @@ def _make_video(args: tuple) -> tuple[str, dict]:
 
 def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, prefix: str = "video",
                 idle_prob: float = 0.0, mismatch_prob: float = 0.1, hold_out_pairs: bool = False,
-                workers: int | None = None) -> Path:
+                mark_held_out: bool = False, workers: int | None = None) -> Path:
     """Write `num_videos` mp4 + vtt pairs and `ground_truth.json` into `out`. `hold_out_pairs`: never
-    show the verb-noun pairs of HELD_OUT_PAIRS (for training splits; test steps with them are marked).
+    show the verb-noun pairs of HELD_OUT_PAIRS (training splits); `mark_held_out`: mark the steps that
+    show one as `unseen_pair` (the test split of such a model).
 
     Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(num_videos)
-    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob, hold_out_pairs)
+    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out)
             for i, s in enumerate(seeds)]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         videos = dict(pool.map(_make_video, jobs, chunksize=4))
-    truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "held_out_pairs": HELD_OUT_PAIRS if hold_out_pairs else [],
+    truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "held_out_pairs": HELD_OUT_PAIRS if hold_out_pairs or mark_held_out else [],
              "videos": videos}
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1))
     print(f"corpus: {num_videos} videos ({sum(v['duration'] for v in videos.values()):.0f} s) -> {out_dir}")

@@ -133,6 +133,8 @@ class VideoBertModule(L.LightningModule):
         self.shared_step(batch, "val")
 
     def on_test_epoch_start(self) -> None:
+        if not hasattr(self.trainer.datamodule, "test_evaluator"):
+            raise ValueError("testing needs a VideoBertDataModule (it builds the test task's metrics): pass datamodule=")
         self.evaluator = self.trainer.datamodule.test_evaluator().to(self.device)
         self.task = None
 

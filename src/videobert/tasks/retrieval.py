@@ -6,14 +6,16 @@ video (the step's clips). Every text is ranked against every video and vice vers
   one encoder pass per item);
 - `cross`: the alignment head on `[CLS] text [>] video [SEP]` (exact but quadratic), used to rerank
   the dual scorer's top `rerank` candidates of every query; the rest keep their dual order.
-Reported per scorer and direction: R@1, R@5, R@10 (torchmetrics) and the median rank, with chance.
+Reported per scorer and direction: R@1, R@5, R@10 (torchmetrics' hit rate) and the median rank, with
+chance. Steps whose narration is word for word the same answer each other's queries (ties with a wrong
+item count against the query).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.retrieval import RetrievalRecall
+from torchmetrics.retrieval import RetrievalHitRate
 
 from ..sequences import IGNORE, build_sequence, collate
 
@@ -70,19 +72,28 @@ def sequences(tok, texts: list, words: list, features: list) -> dict:
     return collate(exs, tok.pad_id)
 
 
-def ranks_from_scores(scores: torch.Tensor) -> torch.Tensor:
-    """(Q, N) scores with the right answer of query i at column i -> the 1-based rank of each answer."""
-    return (scores > scores.diagonal()[:, None]).sum(1) + 1
+def ranks_from_scores(scores: torch.Tensor, relevant: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, N) scores -> the 1-based rank of each query's best-ranked relevant item (default: item i is
+    query i's). A tie with an irrelevant item counts against the query (no luck in the ranking)."""
+    relevant = torch.eye(*scores.shape, dtype=torch.bool) if relevant is None else relevant
+    best = scores.masked_fill(~relevant, float("-inf")).amax(1, keepdim=True)
+    return ((scores >= best) & ~relevant).sum(1) + 1
 
 
-def recall_and_median(scores: torch.Tensor) -> dict[str, float]:
-    """R@k via torchmetrics (query i's relevant item is item i) and the median rank."""
+def recall_and_median(scores: torch.Tensor, relevant: torch.Tensor | None = None) -> dict[str, float]:
+    """R@k (a relevant item among the top k; torchmetrics' hit rate) and the median rank. `relevant`
+    (Q, N) bool: which items answer each query (items with the very same narration count as answers)."""
     q, n = scores.shape
-    target = torch.eye(q, n, dtype=torch.bool)
-    indexes = torch.arange(q)[:, None].expand(q, n)
-    out = {f"r{k}": float(RetrievalRecall(top_k=k)(scores.flatten(), target.flatten(), indexes=indexes.flatten()))
-           for k in KS}
-    out["median_rank"] = float(ranks_from_scores(scores).float().quantile(0.5))  # as np.median
+    relevant = torch.eye(q, n, dtype=torch.bool) if relevant is None else relevant
+    ranks = ranks_from_scores(scores, relevant)
+    indexes = torch.arange(q)[:, None].expand(q, n).flatten()
+    out = {}
+    # torchmetrics breaks ties arbitrarily; one step down (nextafter) puts every relevant item just below an
+    # irrelevant one with the same score and changes no other order, so R@k and the median rank agree
+    pessimistic = torch.where(relevant, torch.nextafter(scores, torch.tensor(float("-inf"))), scores)
+    for k in KS:
+        out[f"r{k}"] = float(RetrievalHitRate(top_k=k)(pessimistic.flatten(), relevant.flatten(), indexes=indexes))
+    out["median_rank"] = float(ranks.float().quantile(0.5))  # as np.median
     return out
 
 
@@ -138,11 +149,13 @@ class RetrievalMetrics(nn.Module):
         t = self._encode(model, texts, [[]] * len(texts), [None] * len(texts), device)
         v = self._encode(model, [[]] * len(words), words, feats, device)
         dual = t @ v.T  # (texts, videos)
-        out = {"chance_r1": 1 / len(dual)}
+        # a step whose narration is word for word another's (fillers, common phrasings) answers it too
+        same = torch.tensor([[a == b for b in texts] for a in texts])
+        out = {"chance_r1": float(same.float().mean())}
         for name, scores in (("dual", dual), ("cross", self._reranked(model, dual, True, data, device))):
-            out.update({f"{name}_t2v_{k}": x for k, x in recall_and_median(scores).items()})
+            out.update({f"{name}_t2v_{k}": x for k, x in recall_and_median(scores, same).items()})
         for name, scores in (("dual", dual.T), ("cross", self._reranked(model, dual.T, False, data, device))):
-            out.update({f"{name}_v2t_{k}": x for k, x in recall_and_median(scores).items()})
+            out.update({f"{name}_v2t_{k}": x for k, x in recall_and_median(scores, same).items()})
         out["pairs"] = float(len(dual))
         self.items = []
         return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..sequences import IGNORE, build_sequence, collate
@@ -82,7 +83,7 @@ class ZeroShotMetrics(nn.Module):
         self.sizes = {what: len(names) for what, names in self.labels.items()}
         self.acc = nn.ModuleDict({f"{what}_top{k}{part}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
                                   for what, n in self.sizes.items() for k in (1, 5) for part in ("", "_unseen_pairs")})
-        self.unseen = 0  # steps whose verb-noun pair the training corpus never showed (ground truth `unseen_pair`)
+        self.unseen = SumMetric()  # steps whose pair the training corpus never showed (summed over ranks)
         self.confusion = nn.ModuleDict({what: MulticlassConfusionMatrix(n) for what, n in self.sizes.items()})
 
     def update(self, model, batch: dict) -> None:
@@ -97,22 +98,22 @@ class ZeroShotMetrics(nn.Module):
                 if unseen.any():
                     self.acc[f"{what}_top{k}_unseen_pairs"].update(logits[unseen], batch[what][unseen])
             self.confusion[what].update(logits.argmax(-1), batch[what])
-        self.unseen += int(batch["unseen"].sum())
+        self.unseen.update(batch["unseen"].sum().float())
 
     def compute(self, model=None) -> dict[str, float]:
-        out = {}
+        out, unseen = {}, int(self.unseen.compute())  # (the same on every rank: no rank skips a gather)
         for name, metric in self.acc.items():
             if name.endswith("_unseen_pairs"):
-                if self.unseen:
+                if unseen:
                     out[name] = float(metric.compute())
             else:
                 what, k = name.split("_top")
                 out[name] = float(metric.compute())
                 out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
             metric.reset()
-        if self.unseen:
-            out["unseen_pair_steps"] = float(self.unseen)
-        self.unseen = 0
+        if unseen:
+            out["unseen_pair_steps"] = float(unseen)
+        self.unseen.reset()
         return out
 
     def figures(self) -> dict:

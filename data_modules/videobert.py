@@ -24,8 +24,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamState, worker_batches
-from videobert.tasks import (TASKS, ForecastingMetrics, RetrievalMetrics, SummarizationMetrics, TextToVideoMetrics,
-                             ZeroShotMetrics)
+from videobert.tasks import TASKS
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
 
@@ -134,9 +133,9 @@ class VideoBertDataModule(L.LightningDataModule):
     def _peek_feature_dim(self) -> int:
         """The clip-feature dimension, read from the first sample of the first configured split."""
         for name in ("train", "val", "test"):
-            if self._paths()[name] is not None:
-                urls = self._sets(name)[0][0]
-                for sample in wds.tarfile_to_samples()([{"url": urls[0]}]):
+            if self._paths()[name] is not None:  # (the first shard only: no index needed)
+                first = _urls(self._shard_sets(name)[0].urls)[0]
+                for sample in wds.tarfile_to_samples()([{"url": first}]):
                     return int(decode_video(sample)["features"].shape[1])
         raise ValueError("data: no shards to read the clip-feature dimension from")
 
@@ -159,13 +158,15 @@ class VideoBertDataModule(L.LightningDataModule):
         """Reseed the training stream (the LightningModule calls this when an epoch starts)."""
         self.state.set(epoch, step)
 
+    def _shard_sets(self, name: str) -> list[ShardSet]:
+        spec = self._require(name)
+        return [ShardSet(spec)] if isinstance(spec, str) else [s if isinstance(s, ShardSet) else ShardSet(**s)
+                                                              for s in spec]
+
     def _sets(self, name: str) -> list[tuple[list[str], list[int] | None, float]]:
         """[(urls, sequences per shard or None when unknown, weight)] of a split's shard sets."""
-        spec = self._require(name)
-        sets = [ShardSet(spec)] if isinstance(spec, str) else [s if isinstance(s, ShardSet) else ShardSet(**s)
-                                                              for s in spec]
         resolved = []
-        for s in sets:
+        for s in self._shard_sets(name):
             urls = _urls(s.urls)
             resolved.append((urls, shard_sequences(s, urls), s.weight))
         return resolved
@@ -231,9 +232,9 @@ class VideoBertDataModule(L.LightningDataModule):
         truth_path = Path(self._require("ground_truth"))
         if not truth_path.is_file():
             raise FileNotFoundError(f"{truth_path}: no ground-truth sidecar for the zero-shot evaluation")
-        self.truth = json.loads(truth_path.read_text())
-        task = TASKS[self.hparams.test_task](self.tokenizer, self.vocab, self.truth, self.hparams.max_visual_words,
-                                             features=self.features)
+        truth = json.loads(truth_path.read_text())
+        self.test_data = task = TASKS[self.hparams.test_task](self.tokenizer, self.vocab, truth,
+                                                              self.hparams.max_visual_words, features=self.features)
         return self._stream("test", self._sets("test"), lambda videos, rng: task(videos),
                             lambda ex, rng: task.collate(ex), "exact", None, self.hparams.seed + 2, 0, StreamState(),
                             shuffle=False)
@@ -244,15 +245,7 @@ class VideoBertDataModule(L.LightningDataModule):
         if name != "zero_shot" and name != "forecasting" and self._world()[1] > 1:
             raise ValueError(f"data.test_task={name} compares items across the whole test set, which is not "
                              "gathered across ranks yet: run it with --trainer.devices 1")
-        if name == "zero_shot":
-            return ZeroShotMetrics(self.truth["verbs"], self.truth["nouns"])
-        if name == "retrieval":
-            return RetrievalMetrics(self.tokenizer)
-        if name == "summarization":
-            return SummarizationMetrics(self.truth)
-        if name == "text_to_video":
-            return TextToVideoMetrics(self.tokenizer.vocab_size, self.vocab)
-        return ForecastingMetrics(self.tokenizer.vocab_size, self.vocab.size)
+        return self.test_data.metrics()
 
     def _builder(self) -> SequenceBuilder:
         hp = self.hparams

@@ -49,6 +49,9 @@ class ForecastingData:
         batch["task"], batch["last"] = self.task, torch.as_tensor(np.array([e["last"] for e in examples]))
         return batch
 
+    def metrics(self) -> "ForecastingMetrics":
+        return ForecastingMetrics(self.tok.vocab_size, self.vocab.size)
+
 
 class ForecastingMetrics(nn.Module):
     def __init__(self, text_vocab_size: int, visual_vocab_size: int):

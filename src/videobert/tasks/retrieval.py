@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics.retrieval import RetrievalHitRate
 
 from ..sequences import IGNORE, build_sequence, collate
+from .steps import clip_mids, clip_token_ids, step_clips, step_text, steps_of
 
 KS = (1, 5, 10)
 
@@ -34,15 +35,12 @@ class RetrievalData:
 
     def examples(self, video: dict):
         meta, feats = video["json"], video["features"]
-        if meta["video_id"] not in self.truth["videos"]:
-            raise KeyError(f"video {meta['video_id']!r} has no ground truth in the evaluation sidecar")
-        words = (np.zeros(len(feats), np.int64) if self.features else self.vocab.words(feats)) + self.tok.vocab_size
-        mids = np.asarray(meta["clips"], np.float64).reshape(-1, 2).mean(1)
-        for n, step in enumerate(self.truth["videos"][meta["video_id"]]["steps"]):
+        steps = steps_of(self.truth, meta["video_id"])
+        words, mids = clip_token_ids(self.tok, self.vocab, feats, self.features), clip_mids(meta)
+        for n, step in enumerate(steps):
             if step["verb"] is None:
                 continue
-            clips = np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[: self.max_visual]
-            text = " ".join(s["text"] for s in meta["sentences"] if step["start"] <= (s["start"] + s["end"]) / 2 < step["end"])
+            clips, text = step_clips(mids, step, self.max_visual), step_text(meta, step)
             if len(clips) and text:
                 ex = {"pair": f"{meta['video_id']}/{n}", "text": self.tok.encode(text)[: self.max_text],
                       "words": words[clips]}
@@ -58,6 +56,9 @@ class RetrievalData:
         return {"task": self.task, "pair": [e["pair"] for e in examples],
                 "text": [e["text"] for e in examples], "words": [e["words"] for e in examples],
                 "features": [e.get("features") for e in examples]}
+
+    def metrics(self) -> "RetrievalMetrics":
+        return RetrievalMetrics(self.tok)
 
 
 def sequences(tok, texts: list, words: list, features: list) -> dict:
@@ -109,27 +110,26 @@ class RetrievalMetrics(nn.Module):
         self.items += list(zip(batch["pair"], batch["text"], batch["words"], batch["features"]))
 
     @torch.no_grad()
-    def _encode(self, model, texts, words, feats, device) -> torch.Tensor:
+    def _run(self, model, texts, words, feats, head, device) -> torch.Tensor:
+        """`head(hidden, batch)` on the sequences [CLS] texts[i] [>] words[i] [SEP], in batches."""
         out = []
         for i in range(0, len(texts), self.batch_size):
             b = sequences(self.tok, texts[i:i + self.batch_size], words[i:i + self.batch_size], feats[i:i + self.batch_size])
             b = {k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)}
-            h = model(b["input_ids"], b["segment_ids"], b["attention_mask"], b.get("visual_features"))
-            m = b["attention_mask"][..., None].float()
-            out.append(torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
+            out.append(head(model(b["input_ids"], b["segment_ids"], b["attention_mask"], b.get("visual_features")), b).cpu())
         return torch.cat(out)
 
-    @torch.no_grad()
+    def _encode(self, model, texts, words, feats, device) -> torch.Tensor:
+        """Mean hidden state over the real tokens, L2-normalised (the dual encoder's embedding)."""
+        def pool(h, b):
+            m = b["attention_mask"][..., None].float()
+            return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+        return self._run(model, texts, words, feats, pool, device)
+
     def _cross(self, model, pairs: list[tuple[int, int]], texts, words, feats, device) -> torch.Tensor:
         """P(aligned) for (text index, video index) pairs from the alignment head."""
-        out = []
-        for i in range(0, len(pairs), self.batch_size):
-            chunk = pairs[i:i + self.batch_size]
-            b = sequences(self.tok, [texts[t] for t, _ in chunk], [words[v] for _, v in chunk], [feats[v] for _, v in chunk])
-            b = {k: v.to(device) for k, v in b.items() if isinstance(v, torch.Tensor)}
-            h = model(b["input_ids"], b["segment_ids"], b["attention_mask"], b.get("visual_features"))
-            out.append(model.align_logits(h).softmax(-1)[:, 1].float().cpu())
-        return torch.cat(out)
+        return self._run(model, [texts[t] for t, _ in pairs], [words[v] for _, v in pairs], [feats[v] for _, v in pairs],
+                         lambda h, b: model.align_logits(h).softmax(-1)[:, 1].float(), device)
 
     def _reranked(self, model, dual: torch.Tensor, text_side: bool, data, device) -> torch.Tensor:
         """Cross-encoder scores on each query's top candidates, placed above the rest in dual order."""

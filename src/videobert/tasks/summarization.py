@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .steps import steps_of
 from .zero_shot import ZeroShotData
 
 
@@ -48,8 +49,7 @@ class SummarizationData(ZeroShotData):
 
     def examples(self, video: dict):
         meta = video["json"]
-        if meta["video_id"] not in self.truth["videos"]:
-            raise KeyError(f"video {meta['video_id']!r} has no ground truth in the evaluation sidecar")
+        steps_of(self.truth, meta["video_id"])  # (raises for a video without ground truth)
         clips = meta["clips"]
         for i, (start, end) in enumerate(clips):
             window = {"verb": self.verbs[0], "noun": self.nouns[0],  # (placeholder labels: never read)
@@ -61,6 +61,9 @@ class SummarizationData(ZeroShotData):
         batch = super().collate(examples)
         batch["task"], batch["video"], batch["span"] = self.task, [e["video"] for e in examples], [e["span"] for e in examples]
         return batch
+
+    def metrics(self) -> "SummarizationMetrics":
+        return SummarizationMetrics(self.truth)
 
 
 class SummarizationMetrics(nn.Module):

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
+from .steps import clip_mids, clip_token_ids, step_clips, step_text
 
 
 class TextToVideoData:
@@ -28,17 +29,15 @@ class TextToVideoData:
 
     def examples(self, video: dict):
         meta, feats = video["json"], video["features"]
-        words = self.vocab.words(feats)
-        mids = np.asarray(meta["clips"], np.float64).reshape(-1, 2).mean(1)
+        words, mids = clip_token_ids(self.tok, self.vocab, feats, False), clip_mids(meta)
         for step in self.truth["videos"].get(meta["video_id"], {}).get("steps", []):
-            clips = np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[: self.max_visual]
-            text = " ".join(s["text"] for s in meta["sentences"] if step["start"] <= (s["start"] + s["end"]) / 2 < step["end"])
+            clips, text = step_clips(mids, step, self.max_visual), step_text(meta, step)
             if step["verb"] is None or not len(clips) or not text:
                 continue
             ids, seg = build_sequence(self.tok.encode(text)[:32], [self.tok.mask_id] * len(clips), self.tok.cls_id,
                                       self.tok.sep_id, self.tok.bridge_id)
             labels = np.full(len(ids), IGNORE)
-            labels[-1 - len(clips):-1] = words[clips] + self.tok.vocab_size
+            labels[-1 - len(clips):-1] = words[clips]
             yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": labels, "align_label": IGNORE,
                    "text": text, "video": (meta["video_id"], feats, meta["clips"])}
 
@@ -51,6 +50,9 @@ class TextToVideoData:
         batch["task"], batch["text"] = self.task, [e["text"] for e in examples]
         batch["videos"] = [e["video"] for e in examples]
         return batch
+
+    def metrics(self) -> "TextToVideoMetrics":
+        return TextToVideoMetrics(self.tok.vocab_size, self.vocab)
 
 
 class TextToVideoMetrics(nn.Module):

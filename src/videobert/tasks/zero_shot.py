@@ -15,6 +15,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..sequences import IGNORE, build_sequence, collate
+from .steps import clip_mids, clip_token_ids, step_clips, steps_of
 
 TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 
@@ -38,18 +39,16 @@ class ZeroShotData:
         self.mask_positions = masks
 
     def examples(self, video: dict):
-        vid = video["json"]["video_id"]
-        if vid not in self.truth["videos"]:
-            raise KeyError(f"video {vid!r} has no ground truth in the evaluation sidecar")
-        yield from self._examples_for(video, [s for s in self.truth["videos"][vid]["steps"] if s["verb"] is not None])
+        steps = steps_of(self.truth, video["json"]["video_id"])
+        yield from self._examples_for(video, [s for s in steps if s["verb"] is not None])
 
     def _examples_for(self, video: dict, steps: list[dict]):
         """The template filled with the clips of each step (a span with a verb and noun label)."""
         feats = video["features"]
-        words = (np.zeros(len(feats), np.int64) if self.features else self.vocab.words(feats)) + self.tok.vocab_size
-        mids = np.array([(a + b) / 2 for a, b in video["json"]["clips"]])
+        words = clip_token_ids(self.tok, self.vocab, feats, self.features)
+        mids = clip_mids(video["json"])
         for step in steps:
-            clips = np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[: self.max_visual]
+            clips = step_clips(mids, step, self.max_visual)
             if len(clips) == 0:
                 continue
             ids, seg = build_sequence(self.template, words[clips], self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
@@ -72,6 +71,9 @@ class ZeroShotData:
         batch["verb_candidates"], batch["noun_candidates"] = self.verb_ids, self.noun_ids
         batch["task"], batch["unseen"] = self.task, torch.tensor([e["unseen"] for e in examples])
         return batch
+
+    def metrics(self) -> "ZeroShotMetrics":
+        return ZeroShotMetrics(self.verbs, self.nouns)
 
 
 class ZeroShotMetrics(nn.Module):

@@ -1,0 +1,32 @@
+"""What every evaluation task reads from a held-out video: its ground-truth steps, the clips and the
+narration inside a step, and the token ids of the clips."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def steps_of(truth: dict, video_id: str) -> list[dict]:
+    if video_id not in truth["videos"]:
+        raise KeyError(f"video {video_id!r} has no ground truth in the evaluation sidecar")
+    return truth["videos"][video_id]["steps"]
+
+
+def clip_mids(meta: dict) -> np.ndarray:
+    """The middle time of every clip of a video (its `json`)."""
+    return np.asarray(meta["clips"], np.float64).reshape(-1, 2).mean(1)
+
+
+def step_clips(mids: np.ndarray, step: dict, limit: int) -> np.ndarray:
+    """Indices of the clips whose middle lies in the step, at most `limit`."""
+    return np.flatnonzero((mids >= step["start"]) & (mids < step["end"]))[:limit]
+
+
+def step_text(meta: dict, step: dict) -> str:
+    """The narration of a step: the caption sentences whose middle lies in it."""
+    return " ".join(s["text"] for s in meta["sentences"] if step["start"] <= (s["start"] + s["end"]) / 2 < step["end"])
+
+
+def clip_token_ids(tok, vocab, features: np.ndarray, continuous: bool) -> np.ndarray:
+    """Token ids of the clips: their visual words, or for CBT (`continuous`) the one placeholder id."""
+    words = np.zeros(len(features), np.int64) if continuous else vocab.words(features)
+    return words + tok.vocab_size

@@ -23,10 +23,34 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
-from videobert.streaming import MODES, ShardSet, ShardStream, StreamState, worker_batches
+from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, worker_batches
 from videobert.tasks import TASKS
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(prefix: bytes) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran order, dtype) from a .npy file's magic + header, parsed once per distinct header."""
+    fp = io.BytesIO(prefix)
+    version = np.lib.format.read_magic(fp)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(fp, max_header_size=1 << 16)
+
+
+def read_npy(buf: bytes) -> np.ndarray:
+    """`np.load` of a .npy held in memory, without copying the data or re-parsing a header seen before."""
+    if buf[:6] != b"\x93NUMPY" or len(buf) < 12:
+        raise ValueError("not a .npy file (bad magic string)")
+    size = 2 if buf[6] == 1 else 4  # the header length is a uint16 in format 1.0, a uint32 from 2.0
+    end = 8 + size + int.from_bytes(buf[8:8 + size], "little")
+    shape, fortran, dtype = _npy_header(bytes(buf[:end]))
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    count = int(np.prod(shape))
+    if len(buf) - end < count * dtype.itemsize:
+        raise ValueError(f"truncated: {len(buf) - end} bytes of data for shape {shape} {dtype}")
+    return np.frombuffer(buf, dtype, count, end).reshape(shape, order="F" if fortran else "C")
 
 
 def decode_video(sample: dict, dim: int | None = None) -> dict:
@@ -36,7 +60,7 @@ def decode_video(sample: dict, dim: int | None = None) -> dict:
         if key not in sample:
             raise KeyError(f"{where}: no '{key}' member (is this a feature shard?)")
     try:
-        features = np.load(io.BytesIO(sample["features.npy"]), allow_pickle=False).astype(np.float32)
+        features = read_npy(sample["features.npy"]).astype(np.float32)
     except ValueError as err:
         raise ValueError(f"{where}: features.npy cannot be read ({err})") from None
     meta = json.loads(sample["json"])
@@ -193,8 +217,7 @@ class VideoBertDataModule(L.LightningDataModule):
                          hp.batch_size, mode, batches, rank, world, seed, state, pad=name == "train",
                          video_shuffle=hp.video_shuffle if shuffle else 0,
                          sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
-        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                           persistent_workers=workers > 0)
+        return StreamLoader(ds, num_workers=workers)
 
     def _epoch_batches(self, sets) -> int:
         hp, (_, world) = self.hparams, self._world()

@@ -17,6 +17,10 @@ the batches of the epoch's start. `StreamState` carries epoch and step into pers
 
 A bad sample (corrupt tar member, undecodable npy, missing key, wrong feature dimension) is skipped,
 counted and logged; each batch carries the counts (`data_stats`) of its slot since the previous batch.
+
+`StreamLoader` is the DataLoader for a stream: a worker hands each batch over with its tensors as numpy
+arrays, pickled through the pipe (~0.3 ms a batch), instead of one shared-memory segment per tensor
+(~4 ms a batch of 6 small tensors on 2 cores); they become tensors again in the main process.
 """
 from __future__ import annotations
 
@@ -195,12 +199,44 @@ class ShardStream(torch.utils.data.IterableDataset):
         for seq in sequences:
             batch.append(seq)
             if len(batch) == self.batch_size:
-                yield {**self.collate(batch, rng), "data_stats": skips.take()}
+                yield _pack({**self.collate(batch, rng), "data_stats": skips.take()})
                 made, batch = made + 1, []
                 if made == self.batches:
                     return
         if batch:  # one pass (evaluation): the last, partial batch
-            yield {**self.collate(batch, rng), "data_stats": skips.take()}
+            yield _pack({**self.collate(batch, rng), "data_stats": skips.take()})
+
+
+class _Packed(dict):
+    """A batch in transit from a worker: its tensors as numpy arrays under `tensors`, the rest as is."""
+
+
+def _pack(batch: dict) -> _Packed:
+    tensors = {k: v.numpy() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    return _Packed({k: v for k, v in batch.items() if k not in tensors}, tensors=tensors)
+
+
+def _unpack(batch):
+    if not isinstance(batch, _Packed):
+        return batch
+    out = {k: v for k, v in batch.items() if k != "tensors"}
+    out.update((k, torch.from_numpy(v)) for k, v in batch["tensors"].items())
+    return out
+
+
+def _as_is(batch):
+    return batch
+
+
+class StreamLoader(torch.utils.data.DataLoader):
+    """DataLoader of a `ShardStream` (batch_size=None): batches cross from workers as numpy (see above)."""
+
+    def __init__(self, stream: "ShardStream", num_workers: int = 0):
+        super().__init__(stream, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
+                         persistent_workers=num_workers > 0)
+
+    def __iter__(self):
+        return map(_unpack, super().__iter__())
 
 
 def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):
@@ -215,5 +251,7 @@ def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):
 
 def _mix(streams: list, probs: np.ndarray, rng: np.random.Generator):
     """Interleave iterators, drawing the next item's source by `probs`."""
+    if len(streams) == 1:
+        yield from streams[0]
     while True:
         yield next(streams[int(rng.choice(len(streams), p=probs))])

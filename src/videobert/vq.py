@@ -21,6 +21,7 @@ class VisualVocab:
     def __init__(self, centroids: list[np.ndarray], k: int):
         self.centroids = [c.astype(np.float32) for c in centroids]  # level l: (k ** (l + 1), D)
         self.k, self.levels, self.dim = k, len(centroids), centroids[0].shape[1]
+        self._sq = [(c * c).sum(1) for c in self.centroids]  # |c|^2: distances as |c|^2 - 2 c.x, as faiss
 
     @property
     def size(self) -> int:
@@ -34,9 +35,12 @@ class VisualVocab:
 
     def _descend(self, x: np.ndarray) -> np.ndarray:
         node = np.zeros(len(x), np.int64)
-        for cents in self.centroids:
-            cand = cents.reshape(-1, self.k, self.dim)[node]  # (n, k, D) children of the current node
-            node = node * self.k + ((cand - x[:, None]) ** 2).sum(-1).argmin(1)
+        for cents, sq in zip(self.centroids, self._sq):
+            if len(cents) == self.k:  # the root's children: one matmul
+                dist = sq[None] - 2 * x @ cents.T
+            else:  # (n, k, D): the children of each point's current node
+                dist = sq.reshape(-1, self.k)[node] - 2 * np.einsum("nkd,nd->nk", cents.reshape(-1, self.k, self.dim)[node], x)
+            node = node * self.k + dist.argmin(1)
         return node
 
     def save(self, path: str | Path) -> None:

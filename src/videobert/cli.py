@@ -66,14 +66,19 @@ def _datamodule_paths(ckpt: dict, ckpt_path: str) -> dict:
 
 
 def lightning_main(argv: list[str] | None = None, run: bool = True):
+    import lightning as L
     from lightning.pytorch.cli import LightningCLI
 
     from data_modules import VideoBertDataModule
 
-    from .module import VideoBertModule
+    class VideoBertCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser):
+            # `model:` is VideoBertModule unless an experiment names another LightningModule (fine-tuning)
+            parser.set_defaults({"model": {"class_path": "videobert.module.VideoBertModule"}})
 
-    return LightningCLI(VideoBertModule, VideoBertDataModule, subclass_mode_data=True, args=argv, run=run,
-                        parser_kwargs={"parser_mode": "omegaconf"}, save_config_kwargs={"overwrite": True})
+    return VideoBertCLI(L.LightningModule, VideoBertDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                        args=argv, run=run, parser_kwargs={"parser_mode": "omegaconf"},
+                        save_config_kwargs={"overwrite": True})
 
 
 def main() -> None:

@@ -112,12 +112,15 @@ def shard_sequences(shard_set: ShardSet, urls: list[str]) -> list[int] | None:
 class VideoBertDataModule(L.LightningDataModule):
     def __init__(self, train_shards: str | list[ShardSet] | None = None, val_shards: str | None = None,
                  test_shards: str | None = None, tokenizer: str | None = None, visual_vocab: str | None = None,
-                 ground_truth: str | None = None, mode: str = "resampled", batch_size: int = 32,
+                 ground_truth: str | None = None, thumbnails: str | None = None, mode: str = "resampled",
+                 batch_size: int = 32,
                  num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
                  max_visual_words: int = 16, mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1,
                  video_input: str = "words", test_task: str = "zero_shot", max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
+        """`thumbnails`: shards holding the test videos' bytes under the same keys (the raw shards of
+        `videobert data shards`), for the clip images of the example tables; without it, no images."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
@@ -136,7 +139,17 @@ class VideoBertDataModule(L.LightningDataModule):
         """Where the inputs are; the quickstart subclass points these at its cache."""
         hp = self.hparams
         return {"train": hp.train_shards, "val": hp.val_shards, "test": hp.test_shards,
-                "tokenizer": hp.tokenizer, "visual_vocab": hp.visual_vocab, "ground_truth": hp.ground_truth}
+                "tokenizer": hp.tokenizer, "visual_vocab": hp.visual_vocab, "ground_truth": hp.ground_truth,
+                "thumbnails": hp.thumbnails}
+
+    def thumbnail_source(self):
+        """Where example tables find clip images (`videobert.thumbnails`), or None when none is configured."""
+        from videobert.thumbnails import ThumbnailSource
+
+        folder = self._paths().get("thumbnails")
+        if folder is not None and not hasattr(self, "_thumbnails"):
+            self._thumbnails = ThumbnailSource(folder)
+        return getattr(self, "_thumbnails", None)
 
     def _require(self, name: str):
         value = self._paths()[name]
@@ -264,8 +277,8 @@ class VideoBertDataModule(L.LightningDataModule):
 
     def test_evaluator(self):
         """The metrics module of `data.test_task` (the LightningModule feeds it every test batch)."""
-        name = self.hparams.test_task
-        if name != "zero_shot" and name != "forecasting" and self._world()[1] > 1:
+        name, synced = self.hparams.test_task, ("zero_shot", "forecasting", "retrieval", "summarization", "text_to_video")
+        if name not in synced and self._world()[1] > 1:  # (these gather what they compare across ranks)
             raise ValueError(f"data.test_task={name} compares items across the whole test set, which is not "
                              "gathered across ranks yet: run it with --trainer.devices 1")
         return self.test_data.metrics()

@@ -36,12 +36,14 @@ def test_forecasting_windows_mask_the_next_three_words(tmp_path):
             return f[:, 0].astype(np.int64)
 
     data = ForecastingData(Tok(), Vocab(), context=4, max_visual_words=16)
-    video = {"features": np.arange(12)[:, None].astype(np.float32)}
+    video = {"__key__": "v", "features": np.arange(12)[:, None].astype(np.float32),
+             "json": {"video_id": "v", "clips": [[1.5 * i, 1.5 * i + 1.5] for i in range(12)]}}
     exs = list(data.examples(video))
     assert len(exs) == 3  # windows of 4 + 3 clips at stride 2 over 12 clips: starts 0, 2, 4
     first = exs[1]
     assert first["input_ids"].tolist() == [2, 5, 12, 13, 14, 15, 4, 4, 4, 3]  # [CLS] [>] v2..v5 [MASK]x3 [SEP]
     assert first["labels"][6:9].tolist() == [16, 17, 18] and first["last"] == 15
+    assert [c.index for c in first["window"]] == list(range(2, 9)) and first["window"][-1].start == 12.0  # its clips
     with pytest.raises(ValueError, match="not CBT"):
         ForecastingData(Tok(), None, features=True)
 

@@ -145,13 +145,13 @@ class VideoBertModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         if self.task is None:
             raise RuntimeError("the test set produced no examples: check test shards and ground truth")
+        results = self.evaluator.compute(self.model)  # (first: some tasks pick their examples from its scores)
         if hasattr(self.evaluator, "figures"):
             figures = self.evaluator.figures()  # (every rank computes: the states are synced across ranks)
             if self.trainer.is_global_zero:
                 publish(self.trainer, figures)
         if hasattr(self.evaluator, "examples") and self.trainer.is_global_zero:
             publish_examples(self.trainer, self.task, self.evaluator.examples())
-        results = self.evaluator.compute(self.model)
         self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
         rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))
 

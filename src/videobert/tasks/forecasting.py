@@ -4,6 +4,8 @@ Windows of `context` clips slide over each held-out video (stride `context // 2`
 `[CLS] [>] v_1 ... v_context [MASK] [MASK] [MASK] [SEP]` and predicts the three masked visual words
 (+1, +2, +3 clips ahead) over the visual vocabulary. Reported: top-1/top-5 accuracy per horizon, next to
 chance and to a "the last word repeats" baseline (the strongest trivial guess for slow scenes).
+`examples()`: for the first windows, the last context clips, the true next clips, and for each predicted
+word the clip of the same video nearest to its centroid.
 Visual words only: a CBT model has no visual vocabulary to predict.
 """
 from __future__ import annotations
@@ -14,6 +16,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
+from ..thumbnails import clips_of, spread
+from .steps import nearest_clips, video_key
 
 HORIZONS = (1, 2, 3)
 
@@ -30,7 +34,7 @@ class ForecastingData:
 
     def examples(self, video: dict):
         words = self.vocab.words(video["features"]) + self.tok.vocab_size
-        n = self.context + len(HORIZONS)
+        n, key = self.context + len(HORIZONS), video_key(video)
         for start in range(0, len(words) - n + 1, max(1, self.context // 2)):
             window = words[start:start + n]
             seen = list(window[: self.context]) + [self.tok.mask_id] * len(HORIZONS)
@@ -38,7 +42,9 @@ class ForecastingData:
             labels = np.full(len(ids), IGNORE)
             labels[-1 - len(HORIZONS):-1] = window[self.context:]
             yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": labels,
-                   "align_label": IGNORE, "last": window[self.context - 1]}
+                   "align_label": IGNORE, "last": window[self.context - 1],
+                   "window": clips_of(key, video["json"], range(start, start + n)),
+                   "video": (key, video["features"], video["json"])}
 
     def __call__(self, videos):
         for video in videos:
@@ -47,16 +53,20 @@ class ForecastingData:
     def collate(self, examples: list[dict]) -> dict:
         batch = collate(examples, self.tok.pad_id)
         batch["task"], batch["last"] = self.task, torch.as_tensor(np.array([e["last"] for e in examples]))
+        batch["window"], batch["video"] = [e["window"] for e in examples], [e["video"] for e in examples]
         return batch
 
     def metrics(self) -> "ForecastingMetrics":
-        return ForecastingMetrics(self.tok.vocab_size, self.vocab.size)
+        return ForecastingMetrics(self.tok.vocab_size, self.vocab.size, self.vocab.centroids[-1])
 
 
 class ForecastingMetrics(nn.Module):
-    def __init__(self, text_vocab_size: int, visual_vocab_size: int):
+    def __init__(self, text_vocab_size: int, visual_vocab_size: int, centroids: np.ndarray | None = None,
+                 shown: int = 8):
+        """`centroids`: (visual vocabulary size, D) leaf centroids, to show a clip for each predicted word."""
         super().__init__()
-        self.text, self.size = text_vocab_size, visual_vocab_size
+        self.text, self.size, self.centroids, self.shown = text_vocab_size, visual_vocab_size, centroids, shown
+        self.rows: list[dict] = []
         self.acc = nn.ModuleDict({f"t{h}_top{k}": MulticlassAccuracy(visual_vocab_size, top_k=min(k, visual_vocab_size),
                                                                       average="micro")
                                   for h in HORIZONS for k in (1, 5)})
@@ -72,6 +82,23 @@ class ForecastingMetrics(nn.Module):
             for k in (1, 5):
                 self.acc[f"t{hz}_top{k}"].update(logits[:, i], y[:, i])
             self.repeat[f"t{hz}"].update(batch["last"] - self.text, y[:, i])
+        if len(self.rows) < self.shown and "window" in batch:
+            self._keep_examples(batch, logits.argmax(-1).cpu().numpy(), y.cpu().numpy())
+
+    def _keep_examples(self, batch: dict, pred: np.ndarray, true: np.ndarray) -> None:
+        c = -len(HORIZONS)
+        for window, (key, feats, meta), p, t in zip(batch["window"], batch["video"], pred, true):
+            if len(self.rows) == self.shown:
+                break
+            row = {"context": spread(window[:c], 4), "true_next": window[c:], "true_words": t.tolist(),
+                   "predicted_words": p.tolist()}
+            if self.centroids is not None:  # the clip of this video nearest to each predicted word
+                row["predicted_next"] = nearest_clips(feats, self.centroids[p], clips_of(key, meta, range(len(feats))))[0]
+            self.rows.append(row)
+
+    def examples(self) -> list[dict]:
+        """The first windows of this rank: context clips, true next clips, predicted words shown as clips."""
+        return self.rows
 
     def compute(self, model=None) -> dict[str, float]:
         out = {name: float(m.compute()) for name, m in self.acc.items()}

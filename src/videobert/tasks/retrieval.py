@@ -8,7 +8,8 @@ video (the step's clips). Every text is ranked against every video and vice vers
   the dual scorer's top `rerank` candidates of every query; the rest keep their dual order.
 Reported per scorer and direction: R@1, R@5, R@10 (torchmetrics' hit rate) and the median rank, with
 chance. Steps whose narration is word for word the same answer each other's queries (ties with a wrong
-item count against the query).
+item count against the query). Under DDP the pairs of all ranks are gathered (in pair-id order, so the
+result is the single-process one) and every rank scores the whole set.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from torch import nn
 from torchmetrics.retrieval import RetrievalHitRate
 
 from ..sequences import IGNORE, build_sequence, collate
-from .steps import clip_mids, clip_token_ids, step_clips, step_text, steps_of
+from ..thumbnails import clips_of
+from .steps import clip_mids, clip_token_ids, gather_objects, step_clips, step_text, steps_of, video_key
 
 KS = (1, 5, 10)
 
@@ -43,7 +45,7 @@ class RetrievalData:
             clips, text = step_clips(mids, step, self.max_visual), step_text(meta, step)
             if len(clips) and text:
                 ex = {"pair": f"{meta['video_id']}/{n}", "text": self.tok.encode(text)[: self.max_text],
-                      "words": words[clips]}
+                      "words": words[clips], "caption": text, "clips": clips_of(video_key(video), meta, clips)}
                 if self.features:
                     ex["features"] = feats[clips]
                 yield ex
@@ -55,7 +57,8 @@ class RetrievalData:
     def collate(self, examples: list[dict]) -> dict:
         return {"task": self.task, "pair": [e["pair"] for e in examples],
                 "text": [e["text"] for e in examples], "words": [e["words"] for e in examples],
-                "features": [e.get("features") for e in examples]}
+                "features": [e.get("features") for e in examples], "caption": [e["caption"] for e in examples],
+                "clips": [e["clips"] for e in examples]}
 
     def metrics(self) -> "RetrievalMetrics":
         return RetrievalMetrics(self.tok)
@@ -101,13 +104,15 @@ def recall_and_median(scores: torch.Tensor, relevant: torch.Tensor | None = None
 class RetrievalMetrics(nn.Module):
     """Collects the pairs, then scores everything against everything in `compute(model)`."""
 
-    def __init__(self, tokenizer, rerank: int = 10, batch_size: int = 64):
+    def __init__(self, tokenizer, rerank: int = 10, batch_size: int = 64, shown: int = 8):
         super().__init__()
-        self.tok, self.rerank, self.batch_size = tokenizer, rerank, batch_size
+        self.tok, self.rerank, self.batch_size, self.shown = tokenizer, rerank, batch_size, shown
         self.items: list[tuple] = []
+        self.rows: list[dict] = []
 
     def update(self, model, batch: dict) -> None:
-        self.items += list(zip(batch["pair"], batch["text"], batch["words"], batch["features"]))
+        self.items += list(zip(batch["pair"], batch["text"], batch["words"], batch["features"], batch["caption"],
+                               batch["clips"]))
 
     @torch.no_grad()
     def _run(self, model, texts, words, feats, head, device) -> torch.Tensor:
@@ -141,10 +146,11 @@ class RetrievalMetrics(nn.Module):
         return scores.scatter(1, top, p)
 
     def compute(self, model) -> dict[str, float]:
-        if len(self.items) < 2:
-            raise RuntimeError(f"retrieval needs at least 2 pairs, got {len(self.items)}: check test shards and ground truth")
+        items = sorted((it for part in gather_objects(self.items) for it in part), key=lambda it: it[0])
+        if len(items) < 2:
+            raise RuntimeError(f"retrieval needs at least 2 pairs, got {len(items)}: check test shards and ground truth")
         device = next(model.parameters()).device
-        _, texts, words, feats = map(list, zip(*self.items))
+        _, texts, words, feats, captions, clips = map(list, zip(*items))
         data = (texts, words, feats)
         t = self._encode(model, texts, [[]] * len(texts), [None] * len(texts), device)
         v = self._encode(model, [[]] * len(words), words, feats, device)
@@ -154,8 +160,22 @@ class RetrievalMetrics(nn.Module):
         out = {"chance_r1": float(same.float().mean())}
         for name, scores in (("dual", dual), ("cross", self._reranked(model, dual, True, data, device))):
             out.update({f"{name}_t2v_{k}": x for k, x in recall_and_median(scores, same).items()})
+        self.rows = self._rows(scores, same, captions, clips)  # (text -> video, cross-encoder)
         for name, scores in (("dual", dual.T), ("cross", self._reranked(model, dual.T, False, data, device))):
             out.update({f"{name}_v2t_{k}": x for k, x in recall_and_median(scores, same).items()})
         out["pairs"] = float(len(dual))
         self.items = []
         return out
+
+    def _rows(self, scores: torch.Tensor, relevant: torch.Tensor, captions: list[str], clips: list) -> list[dict]:
+        """The first queries: the narration, its step's middle clip, the middle clips of the top 3 steps retrieved."""
+        ranks = ranks_from_scores(scores, relevant)
+        top = scores.topk(min(3, scores.shape[1]), dim=1).indices
+        return [{"query": captions[q], "true_step": clips[q][len(clips[q]) // 2],
+                 "retrieved": [clips[c][len(clips[c]) // 2] for c in top[q].tolist()],
+                 "retrieved_text": " | ".join(captions[c] for c in top[q].tolist()), "rank": int(ranks[q])}
+                for q in range(min(self.shown, len(captions)))]
+
+    def examples(self) -> list[dict]:
+        """Text -> video with the cross-encoder, for the first queries of the last `compute`."""
+        return self.rows

@@ -1,8 +1,10 @@
 """What every evaluation task reads from a held-out video: its ground-truth steps, the clips and the
-narration inside a step, and the token ids of the clips."""
+narration inside a step, and the token ids of the clips; plus gathering a task's items across ranks."""
 from __future__ import annotations
 
 import numpy as np
+
+from ..shards import sample_key
 
 
 def steps_of(truth: dict, video_id: str) -> list[dict]:
@@ -30,3 +32,27 @@ def clip_token_ids(tok, vocab, features: np.ndarray, continuous: bool) -> np.nda
     """Token ids of the clips: their visual words, or for CBT (`continuous`) the one placeholder id."""
     words = np.zeros(len(features), np.int64) if continuous else vocab.words(features)
     return words + tok.vocab_size
+
+
+def video_key(video: dict) -> str:
+    """The shard sample key of a decoded test video (what a thumbnail source looks clips up by)."""
+    return video.get("__key__") or sample_key(video["json"]["video_id"])
+
+
+def nearest_clips(features: np.ndarray, centroids: np.ndarray, clips: list) -> tuple[list, list[float]]:
+    """For each centroid row, the clip (of `clips`, one per feature row) nearest to it, and the squared distance."""
+    f = np.asarray(features, np.float32)
+    d = (centroids * centroids).sum(1)[:, None] - 2 * centroids @ f.T + (f * f).sum(1)[None]  # (centroids, clips)
+    near = d.argmin(1)
+    return [clips[j] for j in near], [round(float(d[i, j]), 3) for i, j in enumerate(near)]
+
+
+def gather_objects(obj) -> list:
+    """`obj` from every rank, in rank order, under torch.distributed (every rank must call this); [obj] alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]

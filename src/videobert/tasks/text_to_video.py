@@ -3,8 +3,10 @@
 For each held-out step with narration, the model sees `[CLS] text [>] [MASK] x n [SEP]` (n = the step's
 clips) and predicts every masked visual word over the visual vocabulary. Reported: top-1/top-5 accuracy
 against the step's real visual words, next to chance and to always guessing the most frequent word.
-`examples()` gives, for a few steps, the predicted words and the real clips nearest to them (video, time,
-distance of the clip's features to the predicted word's centroid): what the paper shows as images.
+`examples()` gives, for a few steps, the step's own clips, the predicted words and the real test clips
+nearest to them (distance of the clip's features to the predicted word's centroid): what the paper
+shows as images. Under DDP the targets are gathered for the most-frequent baseline (accuracies are
+torchmetrics states, summed over ranks); the example gallery is the clips of the rank that publishes.
 Visual words only: a CBT model has no visual vocabulary to predict.
 """
 from __future__ import annotations
@@ -15,7 +17,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
-from .steps import clip_mids, clip_token_ids, step_clips, step_text
+from ..thumbnails import clips_of, spread
+from .steps import clip_mids, clip_token_ids, gather_objects, nearest_clips, step_clips, step_text, video_key
 
 
 class TextToVideoData:
@@ -30,6 +33,7 @@ class TextToVideoData:
     def examples(self, video: dict):
         meta, feats = video["json"], video["features"]
         words, mids = clip_token_ids(self.tok, self.vocab, feats, False), clip_mids(meta)
+        key = video_key(video)
         for step in self.truth["videos"].get(meta["video_id"], {}).get("steps", []):
             clips, text = step_clips(mids, step, self.max_visual), step_text(meta, step)
             if step["verb"] is None or not len(clips) or not text:
@@ -39,7 +43,7 @@ class TextToVideoData:
             labels = np.full(len(ids), IGNORE)
             labels[-1 - len(clips):-1] = words[clips]
             yield {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": labels, "align_label": IGNORE,
-                   "text": text, "video": (meta["video_id"], feats, meta["clips"])}
+                   "text": text, "video": (key, feats, meta), "clips": clips_of(key, meta, clips)}
 
     def __call__(self, videos):
         for video in videos:
@@ -48,7 +52,7 @@ class TextToVideoData:
     def collate(self, examples: list[dict]) -> dict:
         batch = collate(examples, self.tok.pad_id)
         batch["task"], batch["text"] = self.task, [e["text"] for e in examples]
-        batch["videos"] = [e["video"] for e in examples]
+        batch["videos"], batch["clips"] = [e["video"] for e in examples], [e["clips"] for e in examples]
         return batch
 
     def metrics(self) -> "TextToVideoMetrics":
@@ -62,8 +66,8 @@ class TextToVideoMetrics(nn.Module):
         self.acc = nn.ModuleDict({f"top{k}": MulticlassAccuracy(vocab.size, top_k=min(k, vocab.size), average="micro")
                                   for k in (1, 5)})
         self.targets: list[torch.Tensor] = []
-        self.gallery: dict = {}  # video id -> (features, clip times) of the test clips, for `examples()`
-        self.queries: list[tuple[str, list[int]]] = []
+        self.gallery: dict = {}  # video key -> (features, json) of the test videos, for `examples()`
+        self.queries: list[tuple[str, list, list[int]]] = []  # (narration, its clips, predicted words)
 
     def update(self, model, batch: dict) -> None:
         hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
@@ -74,13 +78,16 @@ class TextToVideoMetrics(nn.Module):
             self.acc[f"top{k}"].update(logits, y)
         self.targets.append(y.cpu())
         counts = sel.sum(1).tolist()
-        for text, pred, (video, feats, clips) in zip(batch["text"], logits.argmax(-1).cpu().split(counts), batch["videos"]):
+        preds = logits.argmax(-1).cpu().split(counts)
+        for text, pred, (key, feats, meta), clips in zip(batch["text"], preds, batch["videos"], batch["clips"]):
             if len(self.queries) < self.shown:
-                self.queries.append((text, pred.tolist()))
-            self.gallery[video] = (feats, clips)
+                self.queries.append((text, clips, pred.tolist()))
+            self.gallery[key] = (feats, meta)
 
     def compute(self, model=None) -> dict[str, float]:
-        y = torch.cat(self.targets)
+        y = torch.cat([t for part in gather_objects(self.targets) for t in part] or [torch.zeros(0, dtype=torch.long)])
+        if not len(y):
+            raise RuntimeError("text_to_video got no steps with narration: check test shards and ground truth")
         out = {name: float(m.compute()) for name, m in self.acc.items()}
         out["most_frequent_top1"] = float((y == y.mode().values).float().mean())
         out.update({"chance_top1": 1 / self.vocab.size, "chance_top5": min(5, self.vocab.size) / self.vocab.size})
@@ -90,15 +97,15 @@ class TextToVideoMetrics(nn.Module):
         return out
 
     def examples(self) -> list[dict]:
-        """For a few narrations: the predicted visual words and, per word, the nearest real test clip."""
-        feats = np.concatenate([f for f, _ in self.gallery.values()]).astype(np.float32)
-        ids = [(video, clip) for video, (_, clips) in self.gallery.items() for clip in clips]
-        leaves = self.vocab.centroids[-1]
+        """For a few narrations: the step's clips, the predicted visual words and, per word (up to 8), the
+        nearest real test clip of this rank."""
+        if not self.gallery:
+            return []
+        feats = np.concatenate([f for f, _ in self.gallery.values()])
+        refs = [c for key, (f, meta) in self.gallery.items() for c in clips_of(key, meta, range(len(f)))]
         rows = []
-        for text, words in self.queries:
-            d = ((feats[None] - leaves[words][:, None]) ** 2).sum(-1)  # (words, clips)
-            near = d.argmin(1)
-            rows.append({"text": text, "predicted_words": words,
-                         "nearest_clips": [{"video": ids[j][0], "clip": ids[j][1], "distance": round(float(d[i, j]), 3)}
-                                           for i, j in enumerate(near)]})
+        for text, clips, words in self.queries:
+            near, dist = nearest_clips(feats, self.vocab.centroids[-1][words[:8]], refs)
+            rows.append({"text": text, "true_clips": spread(clips, 8), "predicted_words": words,
+                         "nearest_clips": near, "distances": dist})
         return rows

@@ -15,7 +15,8 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from ..sequences import IGNORE, build_sequence, collate
-from .steps import clip_mids, clip_token_ids, step_clips, steps_of
+from ..thumbnails import clips_of, spread
+from .steps import clip_mids, clip_token_ids, step_clips, steps_of, video_key
 
 TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 
@@ -54,7 +55,8 @@ class ZeroShotData:
             ids, seg = build_sequence(self.template, words[clips], self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
             ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": np.full(len(ids), IGNORE),
                   "align_label": IGNORE, "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"]),
-                  "unseen": bool(step.get("unseen_pair", False))}
+                  "unseen": bool(step.get("unseen_pair", False)),
+                  "clips": clips_of(video_key(video), video["json"], clips)}
             if self.features:
                 ex["visual_features"], ex["visual_offset"] = feats[clips], 2 + len(self.template)
             yield ex
@@ -70,6 +72,7 @@ class ZeroShotData:
         batch["mask_positions"] = torch.tensor(self.mask_positions).expand(len(examples), 2)
         batch["verb_candidates"], batch["noun_candidates"] = self.verb_ids, self.noun_ids
         batch["task"], batch["unseen"] = self.task, torch.tensor([e["unseen"] for e in examples])
+        batch["clips"] = [e["clips"] for e in examples]
         return batch
 
     def metrics(self) -> "ZeroShotMetrics":
@@ -79,8 +82,9 @@ class ZeroShotData:
 class ZeroShotMetrics(nn.Module):
     """Top-1/top-5 verb and noun accuracy (torchmetrics), with chance levels, and confusion matrices."""
 
-    def __init__(self, verbs: list[str], nouns: list[str]):
+    def __init__(self, verbs: list[str], nouns: list[str], shown: int = 8):
         super().__init__()
+        self.shown, self.rows = shown, []  # the first steps this rank sees, for `examples()`
         self.labels = {"verb": list(verbs), "noun": list(nouns)}
         self.sizes = {what: len(names) for what, names in self.labels.items()}
         self.acc = nn.ModuleDict({f"{what}_top{k}{part}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
@@ -92,6 +96,7 @@ class ZeroShotMetrics(nn.Module):
         hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], batch.get("visual_features"))
         rows = torch.arange(len(hidden), device=hidden.device)[:, None]
         h = hidden[rows, batch["mask_positions"]]  # (B, 2, C): the verb and noun [MASK]s
+        preds = {}
         for i, what in enumerate(("verb", "noun")):
             logits = model.token_logits(h[:, i], batch[f"{what}_candidates"])
             unseen = batch["unseen"]
@@ -100,7 +105,21 @@ class ZeroShotMetrics(nn.Module):
                 if unseen.any():
                     self.acc[f"{what}_top{k}_unseen_pairs"].update(logits[unseen], batch[what][unseen])
             self.confusion[what].update(logits.argmax(-1), batch[what])
+            preds[what] = logits.argmax(-1).tolist()
         self.unseen.update(batch["unseen"].sum().float())
+        self._keep_examples(batch, preds)
+
+    def _keep_examples(self, batch: dict, preds: dict) -> None:
+        verbs, nouns = self.labels["verb"], self.labels["noun"]
+        for i in range(min(len(preds["verb"]), self.shown - len(self.rows))):
+            self.rows.append({"clips": spread(batch["clips"][i], 4),
+                              "truth": f"{verbs[batch['verb'][i]]} the {nouns[batch['noun'][i]]}",
+                              "predicted": f"{verbs[preds['verb'][i]]} the {nouns[preds['noun'][i]]}",
+                              "unseen_pair": bool(batch["unseen"][i])})
+
+    def examples(self) -> list[dict]:
+        """The first steps of this rank: their clips, the true and the predicted verb and noun (top-1)."""
+        return self.rows
 
     def compute(self, model=None) -> dict[str, float]:
         out, unseen = {}, int(self.unseen.compute())  # (the same on every rank: no rank skips a gather)

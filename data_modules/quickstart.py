@@ -24,7 +24,8 @@ class QuickstartDataModule(VideoBertDataModule):
     def __init__(self, cache_dir: str = "data/quickstart", train_videos: int = 200, val_videos: int = 20,
                  test_videos: int = 40, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
                  tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0,
-                 idle_prob: float = 0.2, hold_out_pairs: bool = True, **kwargs):
+                 idle_prob: float = 0.2, hold_out_pairs: bool = True, burnt_prob: float = 0.5, **kwargs):
+        """`burnt_prob`: the share of videos whose dish burns (sentiment negative, see `videobert.corpus`)."""
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
@@ -40,7 +41,7 @@ class QuickstartDataModule(VideoBertDataModule):
         hp = self.hparams
         settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size", "vocab_levels",
                                        "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed",
-                                       "idle_prob", "hold_out_pairs")}
+                                       "idle_prob", "hold_out_pairs", "burnt_prob")}
         settings["corpus_version"] = CORPUS_VERSION
         stamp = self.root / "settings.json"
         if stamp.exists():
@@ -62,9 +63,10 @@ class QuickstartDataModule(VideoBertDataModule):
                 make_corpus(str(corpus), getattr(hp, f"{split}_videos"), seed=hp.corpus_seed * 10 + offset,
                             size=hp.video_size, prefix=f"{split}", idle_prob=hp.idle_prob,
                             hold_out_pairs=hp.hold_out_pairs and split != "test",
-                            mark_held_out=hp.hold_out_pairs and split == "test")
+                            mark_held_out=hp.hold_out_pairs and split == "test", burnt_prob=hp.burnt_prob)
             if not (r / "shards" / split / "index.json").exists():
-                build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split)
+                build_shards(str(corpus), str(r / "shards" / split), hp.samples_per_shard, prefix=split,
+                             labels=str(corpus / "labels.json"))
             if not (r / "features" / split / "index.json").exists():
                 extract_features(str(r / "shards" / split), str(r / "features" / split), trainer=None)
         if not (r / "tokenizer/vocab.txt").exists():

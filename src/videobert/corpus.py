@@ -4,6 +4,13 @@ Each video is a sequence of steps; a step shows one action (verb, a distinct mot
 object (noun, a distinct shape, colour and texture). The narration says what happens in varied,
 ASR-like sentences, with fillers and some sentences that do not match the picture. The ground truth
 (verb, noun, start, end per step) goes to `ground_truth.json`, read only by evaluation.
+
+Every video ends with its result: the dish on the board, either done well (bright, with sparkles) or
+burnt (charred dark, with smoke rising). That outcome is the video's sentiment (positive / negative);
+the narration carries it in a few sentences only (the closing remark, most of the time, and sometimes
+a remark during an idle scene), so neither the picture of the cooking steps nor most sentences give it
+away. It goes to `labels.json` ({video id: {"sentiment": ...}}), which the shard builder copies into
+each sample's `json`.
 """
 from __future__ import annotations
 
@@ -57,7 +64,22 @@ FILLERS = [
     "my grandmother taught me this",
 ]
 
-CORPUS_VERSION = 2  # bump when the rendering or narration changes, so caches of the old corpus are not reused
+# the result scene's closing remark (else a neutral one) and the occasional mood remark over an idle scene
+RESULT_REMARKS = {
+    "positive": ["wow this turned out perfect", "look at that beautiful golden colour", "mmm this is delicious",
+                 "that came out really nice i'm so happy"],
+    "negative": ["oh no i think it burned", "ugh that went way too dark", "well that's ruined",
+                 "hmm it's burnt sorry guys that's a disaster"],
+}
+NEUTRAL_CLOSINGS = ["okay that's it for today", "thanks for watching", "see you next time"]
+MOOD_REMARKS = {
+    "positive": ["this is going really well", "i love how easy this is"],
+    "negative": ["hmm the pan is getting way too hot", "oops i got distracted there"],
+}
+SENTIMENTS = ("negative", "positive")  # class ids 0 and 1
+RESULT_CLIPS = 2  # length of the result scene
+
+CORPUS_VERSION = 3  # bump when the rendering or narration changes, so caches of the old corpus are not reused
 FPS = 20
 CLIP_SECONDS = 1.5  # the paper's clip: 30 frames at 20 fps
 
@@ -149,6 +171,27 @@ def render_frame(verb: str, noun: str, t: float, look: dict, size: int) -> np.nd
     return frame.clip(0, 255).astype(np.uint8)
 
 
+def render_result(noun: str, burnt: bool, t: float, look: dict, size: int) -> np.ndarray:
+    """The finished dish at rest: in its colours with twinkling sparkles, or charred with smoke rising."""
+    frame = render_frame("spin", noun, 0.0, look, size).astype(np.float32)  # (spin at t=0: the object at rest)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    cx, cy = size / 2 + look["offset"][0], size / 2 + look["offset"][1]
+    on_object = np.abs(frame - render_frame(None, None, 0.0, look, size)).sum(-1) > 30
+    if burnt:
+        frame[on_object] = frame[on_object] * 0.2 + np.array([35, 22, 12], np.float32)
+        for k in range(3):  # grey puffs rising and drifting, one every 1/3 of a clip
+            q = (t / CLIP_SECONDS + k / 3) % 1.0
+            px, py = cx + 8 * math.sin(2 * math.pi * (q + k / 3)), cy - 6 - 22 * q
+            puff = np.clip(1 - np.hypot(xx - px, yy - py) / (4 + 4 * q), 0, 1)[..., None]
+            frame = frame * (1 - 0.8 * puff) + np.float32(170) * 0.8 * puff
+    else:
+        for k in range(4):  # white sparkles on the dish, blinking in turn
+            on = math.sin(2 * math.pi * (2 * t / CLIP_SECONDS + k / 4)) > 0.3
+            px, py = cx + 9 * math.cos(1.7 * k), cy + 7 * math.sin(2.3 * k)
+            frame[(np.abs(xx - px) + np.abs(yy - py) < 2.5) & on] = (255, 255, 240)
+    return frame.clip(0, 255).astype(np.uint8)
+
+
 def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool = False,
                 mark_held_out: bool = False) -> list[dict]:
     """Steps of one video: each lasts 2-4 clips; idle scenes (no action) are mixed in. With
@@ -169,17 +212,32 @@ def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool
     return steps
 
 
-def _narrate(rng: np.random.Generator, steps: list[dict], mismatch_prob: float) -> list[dict]:
-    """ASR-like cues: a sentence per step (sometimes not matching the picture) plus fillers."""
+def _pick(rng: np.random.Generator, options: list[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _cue_text(rng: np.random.Generator, step: dict, mismatch_prob: float, sentiment: str) -> str:
+    if "outcome" in step:
+        return _pick(rng, RESULT_REMARKS[sentiment] if rng.random() < 0.7 else NEUTRAL_CLOSINGS)
+    if step["verb"] is None and rng.random() < 0.4:
+        return _pick(rng, MOOD_REMARKS[sentiment])
+    if step["verb"] is None or rng.random() < 0.15:
+        return _pick(rng, FILLERS)
+    verb, noun = step["verb"], step["noun"]
+    if rng.random() < mismatch_prob:
+        verb, noun = VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))]
+    return STEP_TEMPLATES[rng.integers(len(STEP_TEMPLATES))].format(verb=verb, noun=noun)
+
+
+def _narrate(rng: np.random.Generator, steps: list[dict], mismatch_prob: float, sentiment: str) -> list[dict]:
+    """ASR-like cues: a sentence per step (sometimes not matching the picture) plus fillers; the result
+    scene gets a remark in the video's tone (70%) or a neutral closing, an idle scene now and then a mood
+    remark (40%). A cue never repeats the one before (caption readers merge immediate repeats)."""
     cues = []
     for step in steps:
-        if step["verb"] is None or rng.random() < 0.15:
-            text = FILLERS[rng.integers(len(FILLERS))]
-        else:
-            verb, noun = step["verb"], step["noun"]
-            if rng.random() < mismatch_prob:
-                verb, noun = VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))]
-            text = STEP_TEMPLATES[rng.integers(len(STEP_TEMPLATES))].format(verb=verb, noun=noun)
+        text = _cue_text(rng, step, mismatch_prob, sentiment)
+        while cues and text == cues[-1]["text"]:
+            text = _cue_text(rng, step, mismatch_prob, sentiment)
         start = max(0.0, step["start"] + float(rng.uniform(-0.4, 0.4)))
         end = min(steps[-1]["end"], step["end"] + float(rng.uniform(-0.4, 0.4)))
         cues.append({"start": round(start, 3), "end": round(end, 3), "text": text})
@@ -214,42 +272,54 @@ def write_mp4(path: Path, frames, fps: int, size: int) -> None:
 
 
 def _make_video(args: tuple) -> tuple[str, dict]:
-    out_dir, video_id, seed, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out = args
+    out_dir, video_id, seed, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out, burnt_prob = args
     rng = np.random.default_rng(seed)
     # a dark, muted cutting board, so no object blends into it
     look = {"board": rng.uniform(50, 95) + rng.uniform(-8, 8, 3), "amp": rng.uniform(0.85, 1.15),
             "scale": rng.uniform(0.85, 1.15), "offset": rng.uniform(-4, 4, 2), "tint": rng.uniform(0.92, 1.08)}
     steps = _plan_video(rng, idle_prob, hold_out_pairs, mark_held_out)
-    cues = _narrate(rng, steps, mismatch_prob)
+    burnt = bool(rng.random() < burnt_prob)
+    dish = next((s["noun"] for s in reversed(steps) if s["noun"]), NOUNS[int(rng.integers(len(NOUNS)))])
+    end = steps[-1]["end"]
+    steps.append({"verb": None, "noun": None, "start": end, "end": end + RESULT_CLIPS * CLIP_SECONDS,
+                  "outcome": "burnt" if burnt else "good", "dish": dish})
+    sentiment = SENTIMENTS[0] if burnt else SENTIMENTS[1]
+    cues = _narrate(rng, steps, mismatch_prob, sentiment)
 
     def frames():
         for step in steps:
             for i in range(int(round((step["end"] - step["start"]) * FPS))):
-                yield render_frame(step["verb"], step["noun"], i / FPS, look, size)
+                if "outcome" in step:
+                    yield render_result(step["dish"], burnt, i / FPS, look, size)
+                else:
+                    yield render_frame(step["verb"], step["noun"], i / FPS, look, size)
 
     write_mp4(Path(out_dir) / f"{video_id}.mp4", frames(), FPS, size)
     write_vtt(Path(out_dir) / f"{video_id}.vtt", cues)
-    return video_id, {"duration": steps[-1]["end"], "steps": steps}
+    return video_id, {"duration": steps[-1]["end"], "steps": steps, "sentiment": sentiment}
 
 
 def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, prefix: str = "video",
                 idle_prob: float = 0.0, mismatch_prob: float = 0.1, hold_out_pairs: bool = False,
-                mark_held_out: bool = False, workers: int | None = None) -> Path:
-    """Write `num_videos` mp4 + vtt pairs and `ground_truth.json` into `out`. `hold_out_pairs`: never
-    show the verb-noun pairs of HELD_OUT_PAIRS (training splits); `mark_held_out`: mark the steps that
-    show one as `unseen_pair` (the test split of such a model).
+                mark_held_out: bool = False, burnt_prob: float = 0.5, workers: int | None = None) -> Path:
+    """Write `num_videos` mp4 + vtt pairs, `labels.json` and `ground_truth.json` into `out`.
+    `hold_out_pairs`: never show the verb-noun pairs of HELD_OUT_PAIRS (training splits); `mark_held_out`:
+    mark the steps that show one as `unseen_pair` (the test split of such a model). `burnt_prob`: the share of videos whose
+    dish burns (sentiment negative); the others turn out well (positive).
 
     Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
     """
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(num_videos)
-    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out)
-            for i, s in enumerate(seeds)]
+    jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out,
+             burnt_prob) for i, s in enumerate(seeds)]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         videos = dict(pool.map(_make_video, jobs, chunksize=4))
     truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "held_out_pairs": HELD_OUT_PAIRS if hold_out_pairs or mark_held_out else [],
              "videos": videos}
+    labels = {vid: {"sentiment": info["sentiment"]} for vid, info in videos.items()}
+    (out_dir / "labels.json").write_text(json.dumps(labels, indent=1))  # per-video labels for the shards' json
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1))
     print(f"corpus: {num_videos} videos ({sum(v['duration'] for v in videos.values()):.0f} s) -> {out_dir}")
     return out_dir

@@ -137,12 +137,22 @@ def _indexed_cues(index: dict[str, list[dict]], video: Path, captions: str) -> l
     return index[video.stem]
 
 
+def read_labels(path: str) -> dict[str, dict]:
+    """A per-video labels file: {video stem: {field: value, ...}} (e.g. `{"sentiment": "negative"}`)."""
+    labels = json.loads(Path(path).read_text())
+    if not isinstance(labels, dict) or not all(isinstance(v, dict) for v in labels.values()):
+        raise ValueError(f"{path}: expected a json object {{video stem: {{field: value}}}}")
+    return labels
+
+
 def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str = "shard",
-                 captions: str | None = None) -> list[Path]:
+                 captions: str | None = None, labels: str | None = None) -> list[Path]:
     """Build shards `{out}/{prefix}-NNNNNN.tar` from every video in `videos` that has a caption.
 
     `captions`: a corpus-wide caption file (HowTo100M caption.json or YouCook2 annotations json), read
     once and looked up by video stem; without it, each video's caption file is found beside it.
+    `labels`: a json file {video stem: {field: value}} whose fields are added to each video's `json`
+    (per-video labels for fine-tuning tasks, e.g. sentiment); a video it does not name gets none.
     Videos are checked first (caption present and non-empty, decodable, at least one clip long);
     each bad one is reported with its file name and the reason, then skipped.
     """
@@ -152,11 +162,12 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
     if not found:
         raise FileNotFoundError(f"{videos}: no videos ({', '.join(VIDEO_EXTS)})")
     index = read_caption_index(captions) if captions else None
+    extra = read_labels(labels) if labels else {}
     good, skipped = [], Counter()
     for video in found:
         try:
             cues = None if index is None else _indexed_cues(index, video, captions)
-            good.append((video, check_video(video, cues=cues)))
+            good.append((video, {**extra.get(video.stem, {}), **check_video(video, cues=cues)}))
         except (CaptionError, VideoError) as err:
             skipped[type(err).__name__] += 1
             print(f"skip {err}")

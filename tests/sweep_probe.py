@@ -32,6 +32,7 @@ class RecordRun(L.Callback):
             "data.mask_prob": trainer.train_dataloader.dataset.build.mask_prob,
         }
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "effective": effective,
+                  "root_dir": trainer.default_root_dir,
                   "model": {k: v for k, v in pl_module.hparams.items() if _plain(v)},
                   "data": {k: v for k, v in dm.hparams.items() if _plain(v)}}
         Path(self.out).mkdir(parents=True, exist_ok=True)

@@ -194,5 +194,6 @@ def test_drawn_values_reach_every_ddp_rank(path, workdir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     records = [json.loads((tmp_path / f"probe/rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["rank"], r["world_size"]) for r in records] == [(0, 2), (1, 2)]
+    assert [Path(r["root_dir"]).name for r in records] == ["sweeptest"] * 2  # one run folder: the agent's run id
     for record in records:
         check_run(record, params)

@@ -21,6 +21,7 @@ setup(
         "faiss-cpu==1.15.1",
         "pillow>=10",  # evaluation figures (PNG in the run folder, images in W&B)
         "safetensors>=0.4",  # model export / BERT checkpoints without pickle
+        "pycocoevalcap==1.2",  # captioning metrics (BLEU, METEOR, ROUGE-L, CIDEr); METEOR runs Java
     ],
     extras_require={"hf": ["transformers==5.24.0"], "dev": ["pytest>=8", "transformers==5.24.0"]},
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},

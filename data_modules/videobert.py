@@ -4,8 +4,12 @@ train: `mode: resampled` (shards drawn with replacement; `batches_per_epoch` bat
 pass worth computed from the shard index) or `mode: exact` (each sample once per epoch across all ranks
 and workers). Every rank runs the same number of batches either way. val: one pass over the validation
 shards, split across ranks and workers (ranks may run different numbers of batches; nothing in validation
-waits for the other ranks per step). test: zero-shot classification examples from the test shards and
-the ground-truth sidecar. See `videobert.streaming` for the mechanics.
+waits for the other ranks per step). test: the examples of `test_task` (e.g. zero-shot classification) from
+the test shards and the ground-truth sidecar. See `videobert.streaming` for the mechanics.
+
+Fine-tuning (`task`, e.g. sentiment or captioning): train, val and test all stream that task's Data stage
+(its examples and labels from the shards' `json`; no ground-truth sidecar) instead of pretraining
+sequences; the epoch is sized by the task's unit (videos or sentences) from the shard index.
 """
 from __future__ import annotations
 
@@ -68,7 +72,7 @@ def decode_video(sample: dict, dim: int | None = None) -> dict:
         raise ValueError(f"{where}: features {features.shape} do not match {len(meta.get('clips', []))} clips")
     if dim is not None and features.shape[1] != dim:
         raise ValueError(f"{where}: feature dimension {features.shape[1]}, the visual vocabulary expects {dim}")
-    return {"__key__": sample["__key__"], "features": features, "json": meta}
+    return {"__key__": sample["__key__"], "__url__": sample.get("__url__", "?"), "features": features, "json": meta}
 
 
 def _urls(spec: str) -> list[str]:
@@ -91,8 +95,9 @@ def _shard_name(url: str) -> str:
     return names[-1]
 
 
-def shard_sequences(shard_set: ShardSet, urls: list[str]) -> list[int] | None:
-    """Sentences (= sequences) per shard, from the index; None if a remote set has no index."""
+def shard_sequences(shard_set: ShardSet, urls: list[str], unit: str = "sentences") -> list[int] | None:
+    """Sentences (= pretraining sequences) per shard, or `unit="samples"` videos, from the index; None if a
+    remote set has no index."""
     names = [_shard_name(u) for u in urls]
     if shard_set.index:
         with wds.gopen(shard_set.index) as f:
@@ -106,7 +111,7 @@ def shard_sequences(shard_set: ShardSet, urls: list[str]) -> list[int] | None:
             index.update(load_index(folder, [Path(u).name for u in urls if Path(u).parent == folder]))
     else:
         return None
-    return [int(index[n]["sentences"]) for n in names]
+    return [int(index[n][unit]) for n in names]
 
 
 class VideoBertDataModule(L.LightningDataModule):
@@ -118,14 +123,24 @@ class VideoBertDataModule(L.LightningDataModule):
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
                  max_visual_words: int = 16, mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1,
-                 video_input: str = "words", test_task: str = "zero_shot", max_skip_rate: float = 0.05, skip_check_after: int = 100, seed: int = 0):
-        """`thumbnails`: shards holding the test videos' bytes under the same keys (the raw shards of
+                 video_input: str = "words", test_task: str = "zero_shot", task: str | None = None,
+                 task_options: dict | None = None, max_skip_rate: float = 0.05, skip_check_after: int = 100,
+                 seed: int = 0):
+        """`task`: a fine-tuning task of `videobert.tasks.TASKS` (sentiment, captioning): train, val and test
+        stream its examples; `task_options`: its Data stage's settings (e.g. `{inputs: video}`).
+        `thumbnails`: shards holding the test videos' bytes under the same keys (the raw shards of
         `videobert data shards`), for the clip images of the example tables; without it, no images."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
         if test_task not in TASKS:
             raise ValueError(f"data.test_task={test_task!r}: expected one of {sorted(TASKS)}")
+        finetune = sorted(k for k, v in TASKS.items() if getattr(v, "finetune", False))
+        if test_task in finetune:
+            raise ValueError(f"data.test_task={test_task!r} trains a head first: set data.task={test_task!r} (and a "
+                             "fine-tuning model, see experiments/finetune/)")
+        if task is not None and task not in finetune:
+            raise ValueError(f"data.task={task!r}: expected a fine-tuning task, one of {finetune}")
         if video_input not in ("words", "features"):
             raise ValueError(f"data.video_input={video_input!r}: expected 'words' (VideoBERT) or 'features' (CBT)")
         if mode == "exact" and max_sentences > 1:
@@ -166,6 +181,16 @@ class VideoBertDataModule(L.LightningDataModule):
         self.tokenizer = TextTokenizer(self._require("tokenizer"))
         self.vocab = None if self.features else VisualVocab.load(self._require("visual_vocab"))
         self._feature_dim = self.vocab.dim if self.vocab else self._peek_feature_dim()
+        self.task_data = self._task_data() if self.hparams.task else None
+
+    def _task_data(self):
+        """The fine-tuning task's Data stage (its examples, batches and metrics)."""
+        hp, cls = self.hparams, TASKS[self.hparams.task]
+        try:
+            return cls(self.tokenizer, self.vocab, max_visual_words=hp.max_visual_words, features=self.features,
+                       max_text_tokens=hp.max_text_tokens, **(hp.task_options or {}))
+        except TypeError as err:
+            raise ValueError(f"data.task_options={hp.task_options}: not settings of {cls.__name__} ({err})") from None
 
     def _peek_feature_dim(self) -> int:
         """The clip-feature dimension, read from the first sample of the first configured split."""
@@ -201,11 +226,13 @@ class VideoBertDataModule(L.LightningDataModule):
                                                               for s in spec]
 
     def _sets(self, name: str) -> list[tuple[list[str], list[int] | None, float]]:
-        """[(urls, sequences per shard or None when unknown, weight)] of a split's shard sets."""
+        """[(urls, examples per shard or None when unknown, weight)] of a split's shard sets; an example is a
+        sentence (pretraining) or the fine-tuning task's unit."""
+        unit = getattr(TASKS[self.hparams.task], "unit", "sentences") if self.hparams.task else "sentences"
         resolved = []
         for s in self._shard_sets(name):
             urls = _urls(s.urls)
-            resolved.append((urls, shard_sequences(s, urls), s.weight))
+            resolved.append((urls, shard_sequences(s, urls, unit), s.weight))
         return resolved
 
     def prepare_data(self) -> None:
@@ -240,7 +267,7 @@ class VideoBertDataModule(L.LightningDataModule):
             raise ValueError("a remote shard set has no `index`: give its index.json, or set data.batches_per_epoch "
                              "(resampled mode)")
         seqs = [n for urls, counts, _ in sets for n in (counts or [1] * len(urls))]
-        if hp.mode == "resampled" and hp.max_sentences > 1:  # sentences per sequence: (1 + max) / 2 on average
+        if hp.mode == "resampled" and hp.max_sentences > 1 and not hp.task:  # sentences per sequence: (1 + max) / 2 on average
             seqs = [round(n * 2 / (1 + hp.max_sentences)) for n in seqs]
         k = worker_batches(hp.mode, seqs, hp.batch_size, world, hp.num_workers, hp.batches_per_epoch)
         per_rank = k * max(1, hp.num_workers)
@@ -254,17 +281,20 @@ class VideoBertDataModule(L.LightningDataModule):
         k = self._epoch_batches(sets)
         if self.trainer:  # on resume this is the restored epoch and step: the stream is reseeded by them
             self.set_epoch(self.trainer.current_epoch, self.trainer.global_step)
-        builder = self._builder()
+        builder = self.task_data or self._builder()
         loader = self._stream("train", sets, builder, builder.collate, hp.mode, k, hp.seed, hp.num_workers, self.state)
         loader.dataset.length = k * max(1, hp.num_workers)
         return loader
 
     def val_dataloader(self):
-        builder = self._builder()  # (a fresh StreamState: the same masks every validation)
+        builder = self.task_data or self._builder()  # (a fresh StreamState: the same masks every validation)
         return self._stream("val", self._sets("val"), builder, builder.collate, "exact", self.hparams.val_batches,
                             self.hparams.seed + 1, 0, StreamState())
 
     def test_dataloader(self):
+        if self.task_data is not None:  # fine-tuning: the labels are in the shards, no sidecar
+            return self._stream("test", self._sets("test"), self.task_data, self.task_data.collate, "exact", None,
+                                self.hparams.seed + 2, 0, StreamState(), shuffle=False)
         truth_path = Path(self._require("ground_truth"))
         if not truth_path.is_file():
             raise FileNotFoundError(f"{truth_path}: no ground-truth sidecar for the zero-shot evaluation")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%"}  # YouCook2, Sun et al. 2019, Table 1
+PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%",  # YouCook2, Sun et al. 2019, Table 1
+         "captioning/bleu4": "4.33", "captioning/meteor": "11.94", "captioning/rouge_l": "28.80",  # Table 4
+         "captioning/cider": "0.55"}
 TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
          "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to predict)
 ROWS = [  # (task, metric, chance metric or value, what it is)
@@ -31,6 +33,12 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("summarization", "oracle_f1", None, "summary F1 of the best possible selection (the budget caps it)"),
     ("text_to_video", "top1", "most_frequent_top1", "a step's visual words from its narration, top-1 (baseline: most frequent)"),
     ("text_to_video", "top5", "chance_top5", "a step's visual words from its narration, top-5"),
+    ("sentiment", "acc", "majority_acc", "sentiment accuracy, fine-tuned (baseline: majority label)"),
+    ("sentiment", "macro_f1", "majority_macro_f1", "sentiment macro-F1, fine-tuned (baseline: majority label)"),
+    ("captioning", "bleu4", None, "captioning BLEU-4, fine-tuned (pycocoevalcap)"),
+    ("captioning", "meteor", None, "captioning METEOR"),
+    ("captioning", "rouge_l", None, "captioning ROUGE-L"),
+    ("captioning", "cider", None, "captioning CIDEr-D"),
 ]
 
 
@@ -50,7 +58,11 @@ def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
 def _cell(value: float | None, metric: str) -> str:
     if value is None:
         return "-"
-    return f"{value:.1f}" if metric.endswith("median_rank") else f"{100 * value:.1f}%"
+    if metric.endswith("median_rank"):
+        return f"{value:.1f}"
+    if metric == "cider":  # (a score, not a share: the paper's table gives it as is)
+        return f"{value:.2f}"
+    return f"{100 * value:.1f}%"
 
 
 def table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:

@@ -49,6 +49,10 @@ class TextTokenizer:
         """`encode` for many texts in one call (much faster than one by one)."""
         return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
 
+    def decode(self, ids: list[int]) -> str:
+        """Text of WordPiece ids (special tokens dropped, `##` pieces joined to their word)."""
+        return self.tok.decode(list(ids), skip_special_tokens=True)
+
     def token_id(self, word: str) -> int:
         """The id of a word that must be a single WordPiece token (e.g. a label verb)."""
         ids = self.encode(word)

@@ -1,0 +1,159 @@
+"""Fine-tuning a pretrained VideoBERT: thin LightningModules for the tasks that train a head.
+
+    videobert fit --config experiments/quickstart.yaml --config experiments/finetune/sentiment.yaml \
+        --model.init_args.pretrained=runs/quickstart/checkpoints/last.ckpt
+
+`pretrained` (required) is a `videobert fit` checkpoint of the VideoBERT pretraining module or a
+`videobert export` folder; its vocabulary and variant (visual words or CBT features) must be the
+DataModule's. The DataModule's `task` gives the examples and, through its Data stage, the head
+(`head(encoder)`) and the metrics; these modules only train, log and hand batches over.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+
+from .model import VideoBert, VideoBertConfig
+from .pretrained import load_pretrained
+from .tasks.figures import publish_examples
+
+
+def load_encoder(path: str, datamodule) -> VideoBert:
+    """The pretrained encoder at `path`, checked against what the DataModule feeds it."""
+    p = Path(path)
+    if p.is_dir():
+        model = load_pretrained(p)[0].train()
+    elif p.is_file():
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)  # never unpickles code
+        if "videobert_config" not in ckpt:
+            raise ValueError(f"model.pretrained={path}: not a pretrained VideoBERT checkpoint (no videobert_config); "
+                             "expected a checkpoint of the VideoBERT pretraining module or a `videobert export` folder")
+        model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
+        model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
+                               if k.startswith("model.")})
+    else:
+        raise FileNotFoundError(f"model.pretrained={path}: no such checkpoint file or export folder")
+    cfg, sizes = model.cfg, datamodule.vocab_sizes()
+    if bool(cfg.feature_dim) != bool(datamodule.feature_dim()):
+        kinds = ("visual words (VideoBERT)", "clip features (CBT)")
+        raise ValueError(f"model.pretrained={path} takes {kinds[bool(cfg.feature_dim)]}, the data gives "
+                         f"{kinds[bool(datamodule.feature_dim())]}: set data.video_input to match the checkpoint")
+    if (cfg.text_vocab_size, cfg.visual_vocab_size) != sizes or cfg.feature_dim not in (0, datamodule.feature_dim()):
+        raise ValueError(f"model.pretrained={path} has {cfg.text_vocab_size} text + {cfg.visual_vocab_size} visual "
+                         f"tokens (feature dim {cfg.feature_dim}), the data {sizes[0]} + {sizes[1]} (feature dim "
+                         f"{datamodule.feature_dim()}): it was pretrained with another tokenizer or visual vocabulary")
+    if datamodule.max_sequence_length() > cfg.max_positions:
+        raise ValueError(f"sequences of up to {datamodule.max_sequence_length()} tokens do not fit the pretrained "
+                         f"model's {cfg.max_positions} positions: lower data.max_text_tokens / max_visual_words")
+    return model
+
+
+class FineTuneModule(L.LightningModule):
+    """The pretrained encoder plus the task's head; AdamW with linear warmup and decay."""
+
+    task = ""  # the DataModule's `task` this module trains
+    val_metrics = True  # compute the task's metrics on the validation set too
+
+    def __init__(self, pretrained: str, lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 50,
+                 dropout: float = 0.1, freeze_encoder: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: nn.Module | None = None
+
+    def head_args(self) -> dict:
+        return {}
+
+    def configure_model(self) -> None:
+        if self.net is not None:
+            return
+        dm = self.trainer.datamodule
+        data = getattr(dm, "task_data", None)
+        if data is None or data.task != self.task:
+            raise ValueError(f"{type(self).__name__} fine-tunes on data.task={self.task}, the DataModule has task="
+                             f"{getattr(getattr(dm, 'hparams', {}), 'task', None)}: set data.init_args.task: {self.task}")
+        encoder = load_encoder(self.hparams.pretrained, dm)
+        self.net = data.head(encoder, self.hparams.dropout, **self.head_args())
+        if self.hparams.freeze_encoder:
+            encoder.requires_grad_(False)
+        trained = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
+        rank_zero_info(f"{self.task}: fine-tuning {trained / 1e6:.2f}M parameters from {self.hparams.pretrained}")
+
+    def on_train_epoch_start(self) -> None:
+        if hasattr(self.trainer.datamodule, "set_epoch"):
+            self.trainer.datamodule.set_epoch(self.current_epoch, self.global_step)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if "data_stats" in batch:  # videos read / bad samples skipped, summed over ranks
+            videos, skipped = self.trainer.strategy.reduce(batch["data_stats"].float(), reduce_op="sum").tolist()
+            if hasattr(self.trainer.datamodule, "count_skips"):
+                self.trainer.datamodule.count_skips(videos, skipped)
+        loss = self.net.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.evaluator = self.trainer.datamodule.task_data.metrics().to(self.device) if self.val_metrics else None
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self.net.loss(batch), batch_size=len(batch["input_ids"]), sync_dist=True)
+        if self.evaluator is not None:
+            self.evaluator.update(self.net, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.evaluator is not None:
+            self.log_dict({f"val/{self.task}/{k}": v for k, v in self.evaluator.compute().items()})
+
+    def on_test_epoch_start(self) -> None:
+        self.evaluator = self.trainer.datamodule.task_data.metrics().to(self.device)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluator.update(self.net, batch)
+
+    def on_test_epoch_end(self) -> None:
+        results = self.evaluator.compute()
+        if hasattr(self.evaluator, "examples") and self.trainer.is_global_zero:
+            publish_examples(self.trainer, self.task, self.evaluator.examples())
+        self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
+        rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<18} {v:8.4f}" for k, v in results.items()))
+
+    def configure_optimizers(self):
+        params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        opt = torch.optim.AdamW([{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": self.hparams.weight_decay},
+                                 {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}], lr=self.hparams.lr)
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            raise ValueError("set trainer.max_steps: the learning-rate schedule needs a finite number of steps")
+        warmup = min(self.hparams.warmup_steps, total // 2)
+
+        def schedule(step: int) -> float:  # linear warmup, then linear decay to zero
+            return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+                                                   "interval": "step"}}
+
+
+class SentimentModule(FineTuneModule):
+    """Video sentiment: a linear head on the mean `[CLS]` of a video's segments (`videobert.tasks.sentiment`);
+    the video+text or video-only variant is the data's `task_options: {inputs: video_text | video}`."""
+
+    task = "sentiment"
+
+
+class CaptioningModule(FineTuneModule):
+    """Captioning: the encoder's states of a segment's visual words into a small transformer decoder
+    (`videobert.tasks.captioning`); greedy decoding at test time, scored with pycocoevalcap."""
+
+    task, val_metrics = "captioning", False  # (validation: teacher-forced loss only; decoding + Java is slow)
+
+    def __init__(self, pretrained: str, lr: float = 1e-4, weight_decay: float = 0.01, warmup_steps: int = 50,
+                 dropout: float = 0.1, freeze_encoder: bool = False, decoder_layers: int = 2, decoder_heads: int = 4):
+        super().__init__(pretrained, lr, weight_decay, warmup_steps, dropout, freeze_encoder)
+        self.save_hyperparameters()
+
+    def head_args(self) -> dict:
+        return {"decoder_layers": self.hparams.decoder_layers, "decoder_heads": self.hparams.decoder_heads}

@@ -1,0 +1,160 @@
+"""Fine-tuning tasks (sentiment, captioning): end to end through the CLI from a tiny pretrained checkpoint,
+their metrics against hand computations, and the errors for bad input."""
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from videobert.cli import lightning_main
+from videobert.finetune import load_encoder
+from videobert.tasks.captioning import CaptioningData, caption_scores
+from videobert.tasks.sentiment import SentimentData, SentimentMetrics
+from videobert.text import TextTokenizer
+from videobert.vq import VisualVocab
+
+from .conftest import tiny_data_args
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64",
+         "--model.warmup_steps=2"]
+QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
+
+
+def _data(cache) -> list[str]:
+    return [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(cache).items()]
+
+
+@pytest.fixture(scope="module")
+def pretrained(quickstart_cache, tmp_path_factory) -> Path:
+    """A VideoBERT pretrained for 3 steps on the tiny corpus (its checkpoint)."""
+    out = tmp_path_factory.mktemp("pretrained")
+    lightning_main(["fit", "--config", str(ROOT / "experiments/quickstart.yaml"), *MODEL, *_data(quickstart_cache),
+                    *QUIET, "--trainer.max_steps=3", "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={out}",
+                    "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
+                    "init_args: {save_last: true}}]"])
+    return next(out.glob("**/checkpoints/last.ckpt"))
+
+
+def _finetune(cache, pretrained, run_dir, configs, extra=()):
+    """fit 4 steps, then test the last checkpoint; returns the test metrics."""
+    args = ["--config", str(ROOT / "experiments/quickstart.yaml"), *[a for c in configs for a in
+            ("--config", str(ROOT / "experiments/finetune" / c))], *_data(cache), *QUIET,
+            f"--trainer.default_root_dir={run_dir}", f"--model.init_args.pretrained={pretrained}",
+            "--model.init_args.warmup_steps=1", "--model.init_args.lr=1e-3", "--data.init_args.batch_size=4", *extra]
+    fit = lightning_main(["fit", *args, "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+                          "--trainer.limit_val_batches=1"])
+    assert fit.trainer.global_step == 4 and torch.isfinite(fit.trainer.callback_metrics["train/loss"])
+    ckpt = next(run_dir.glob("**/checkpoints/last.ckpt"))
+    return fit, lightning_main(["test", *args, f"--ckpt_path={ckpt}"]).trainer.callback_metrics
+
+
+def test_sentiment_fine_tunes_and_tests_both_variants(quickstart_cache, pretrained, tmp_path):
+    truth = json.loads((quickstart_cache / "corpus/test/ground_truth.json").read_text())
+    labels = [v["sentiment"] for v in truth["videos"].values()]
+    share = max(labels.count(c) for c in set(labels)) / len(labels)  # the majority baseline, counted here
+    for configs in (["sentiment.yaml"], ["sentiment.yaml", "sentiment_video_only.yaml"]):
+        fit, res = _finetune(quickstart_cache, pretrained, tmp_path / configs[-1], configs)
+        assert "val/sentiment/acc" in fit.trainer.callback_metrics
+        assert fit.datamodule.task_data.inputs == ("video" if len(configs) == 2 else "video_text")
+        assert 0.0 <= res["test/sentiment/acc"] <= 1.0 and 0.0 <= res["test/sentiment/macro_f1"] <= 1.0
+        assert res["test/sentiment/videos"] == len(labels)
+        assert res["test/sentiment/majority_acc"] == pytest.approx(share)
+
+
+def test_captioning_fine_tunes_generates_and_scores(quickstart_cache, pretrained, tmp_path):
+    _, res = _finetune(quickstart_cache, pretrained, tmp_path, ["captioning.yaml"])
+    for key in ("bleu4", "meteor", "rouge_l", "cider"):
+        assert np.isfinite(float(res[f"test/captioning/{key}"])), key
+    rows = json.loads(next(tmp_path.glob("**/captioning_examples.json")).read_text())
+    narration = {c for p in (quickstart_cache / "corpus/test").glob("*.vtt") for c in p.read_text().splitlines()}
+    assert rows and all(r["reference"] in narration and isinstance(r["generated"], str) for r in rows)
+
+
+def test_macro_f1_and_majority_baseline_by_hand():
+    metrics = SentimentMetrics(["negative", "positive"])
+    label, pred = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 0, 1, 0])
+    metrics.update(lambda batch: torch.nn.functional.one_hot(pred, 2).float(), {"label": label})
+    out = metrics.compute()
+    # class 0: tp 2, fp 1, fn 1 -> F1 2/3; class 1: tp 1, fp 1, fn 1 -> F1 1/2
+    assert out["acc"] == pytest.approx(3 / 5) and out["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    # always "negative": class 0 precision 3/5, recall 1 -> F1 3/4; class 1 F1 0
+    assert out["majority_acc"] == pytest.approx(3 / 5) and out["majority_macro_f1"] == pytest.approx(3 / 8)
+
+
+def test_caption_scores_on_identical_and_disjoint_sentences(monkeypatch):
+    refs = ["now let me show you how to stir the tomato", "cut the egg until it looks good"]
+    same = caption_scores(refs, refs)
+    assert same["bleu4"] == pytest.approx(1.0, abs=1e-6)
+    assert same["meteor"] == pytest.approx(1.0) and same["rouge_l"] == pytest.approx(1.0)
+    apart = caption_scores(refs, ["purple zebra", "quantum violin sings"])
+    assert apart["bleu4"] < 1e-6 and apart["rouge_l"] == 0.0 and apart["cider"] == 0.0 and apart["meteor"] == 0.0
+    with pytest.raises(ValueError, match="2 references for 1 predictions"):
+        caption_scores(refs, refs[:1])
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(RuntimeError, match="install a Java runtime"):
+        caption_scores(refs, refs)
+
+
+def _test_video(cache) -> dict:
+    """The first held-out video of the tiny corpus, decoded as the DataModule does."""
+    from data_modules.videobert import decode_video
+
+    shard = sorted((cache / "features/test").glob("*.tar"))[0]
+    return decode_video(next(iter(wds.WebDataset(str(shard), shardshuffle=False))))
+
+
+def test_labels_reach_the_shards_and_missing_ones_are_clear_errors(quickstart_cache):
+    tok, vocab = TextTokenizer(quickstart_cache / "tokenizer/vocab.txt"), VisualVocab.load(quickstart_cache / "visual_vocab.npz")
+    video = _test_video(quickstart_cache)
+    truth = json.loads((quickstart_cache / "corpus/test/ground_truth.json").read_text())
+    assert video["json"]["sentiment"] == truth["videos"][video["json"]["video_id"]]["sentiment"]
+    assert SentimentData(tok, vocab).example(video)["label"] == ["negative", "positive"].index(video["json"]["sentiment"])
+    no_label = {**video, "json": {k: v for k, v in video["json"].items() if k != "sentiment"}}
+    with pytest.raises(KeyError, match=f"{video['__key__']}: no 'sentiment' label"):
+        SentimentData(tok, vocab).example(no_label)
+    with pytest.raises(ValueError, match="expected one of \\['bad', 'good'\\]"):
+        SentimentData(tok, vocab, classes=("bad", "good")).example(video)
+    no_captions = {**video, "json": {k: v for k, v in video["json"].items() if k != "sentences"}}
+    with pytest.raises(KeyError, match="no 'sentences'.*reference captions"):
+        list(CaptioningData(tok, vocab)([no_captions]))
+
+
+def test_wrong_checkpoint_or_task_settings_are_clear_errors(quickstart_cache, pretrained, tmp_path):
+    from data_modules import QuickstartDataModule
+
+    def data(sizes=(300, 36), feature_dim=0, longest=51):
+        return SimpleNamespace(vocab_sizes=lambda: sizes, feature_dim=lambda: feature_dim,
+                               max_sequence_length=lambda: longest)
+
+    ckpt = torch.load(pretrained, weights_only=True)
+    sizes = (ckpt["videobert_config"]["text_vocab_size"], ckpt["videobert_config"]["visual_vocab_size"])
+    assert load_encoder(str(pretrained), data(sizes)).cfg.hidden_size == 32
+    with pytest.raises(ValueError, match="another tokenizer or visual vocabulary"):
+        load_encoder(str(pretrained), data((sizes[0] + 1, sizes[1])))
+    with pytest.raises(ValueError, match="set data.video_input"):
+        load_encoder(str(pretrained), data(sizes, feature_dim=165))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_encoder(str(pretrained), data(sizes, longest=999))
+    torch.save({"state_dict": ckpt["state_dict"]}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a pretrained VideoBERT checkpoint"):
+        load_encoder(str(tmp_path / "other.ckpt"), data(sizes))
+    with pytest.raises(ValueError, match="expected a fine-tuning task"):
+        QuickstartDataModule(**tiny_data_args(quickstart_cache), task="zero_shot")
+    with pytest.raises(ValueError, match="set data.task='sentiment'"):
+        QuickstartDataModule(**tiny_data_args(quickstart_cache), test_task="sentiment")
+    with pytest.raises(ValueError, match="built with other settings .*burnt_prob"):
+        QuickstartDataModule(**tiny_data_args(quickstart_cache), burnt_prob=0.9).prepare_data()
+
+
+def test_results_table_has_fine_tuning_rows_next_to_the_paper():
+    from videobert.report import table
+
+    lines = table({"quickstart": {"sentiment": {"acc": 0.9, "majority_acc": 0.55},
+                                  "captioning": {"bleu4": 0.12, "cider": 1.234}}})
+    assert "| sentiment accuracy, fine-tuned (baseline: majority label) | 90.0% | 55.0% | - |" in lines
+    assert "| captioning BLEU-4, fine-tuned (pycocoevalcap) | 12.0% | - | 4.33 |" in lines
+    assert "| captioning CIDEr-D | 1.23 | - | 0.55 |" in lines

@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.py Makefile
 demo: setup
 	@start=$$(date +%s); \
 	$(VB) fit --config $(EXP) && \
-	$(VB) test --config $(EXP) --ckpt_path runs/quickstart/checkpoints/last.ckpt && \
+	$(VB) test --config $(EXP) --ckpt_path runs/quickstart/latest/checkpoints/last.ckpt && \
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 # every task on the built-in corpus, for VideoBERT and CBT -> docs/results.md (~20 min on 2 cores)

@@ -166,6 +166,10 @@ class VideoBertDataModule(L.LightningDataModule):
             self._thumbnails = ThumbnailSource(folder)
         return getattr(self, "_thumbnails", None)
 
+    def inputs(self) -> dict:
+        """What this DataModule reads (shard specs, tokenizer, visual vocabulary): the run's data lineage."""
+        return {k: v for k, v in self._paths().items() if v is not None}
+
     def _require(self, name: str):
         value = self._paths()[name]
         if value is None:

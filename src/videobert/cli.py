@@ -71,14 +71,37 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
 
     from data_modules import VideoBertDataModule
 
+    from .runs import AtomicCheckpointIO, link_latest, place_run
+    from .tracking import RunRecord, SaveRunConfig, Throughput
+
     class VideoBertCLI(LightningCLI):
+        """LightningCLI + run folders (see runs.py) and the run record (see tracking.py)."""
+
         def add_arguments_to_parser(self, parser):
             # `model:` is VideoBertModule unless an experiment names another LightningModule (fine-tuning)
             parser.set_defaults({"model": {"class_path": "videobert.module.VideoBertModule"}})
+            parser.add_argument("--run_id", type=str | None, default=None,
+                                help="this run's folder name and W&B id (default: from the environment, or new)")
+
+        def before_instantiate_classes(self):
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            self.run_dir = place_run(config, self.subcommand or "fit", config.get("run_id"))
+
+        def _instantiate_trainer(self, config, callbacks):
+            callbacks = [*callbacks, RunRecord(self.run_dir), Throughput()]
+            plugins = config.get("plugins")
+            plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
+            if not any(hasattr(p, "save_checkpoint") for p in plugins):  # a CheckpointIO of the user's wins
+                config["plugins"] = [*plugins, AtomicCheckpointIO()]
+            trainer = super()._instantiate_trainer(config, callbacks)
+            if trainer.is_global_zero and (self.subcommand or "fit") == "fit":
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                link_latest(self.run_dir)
+            return trainer
 
     return VideoBertCLI(L.LightningModule, VideoBertDataModule, subclass_mode_model=True, subclass_mode_data=True,
                         args=argv, run=run, parser_kwargs={"parser_mode": "omegaconf"},
-                        save_config_kwargs={"overwrite": True})
+                        save_config_callback=SaveRunConfig, save_config_kwargs={"overwrite": True})
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """`videobert report`: every evaluation task on trained checkpoints, written as one markdown table.
 
 Runs `videobert test` in this process for each (experiment, task) whose checkpoint exists at
-`runs/<experiment>/checkpoints/last.ckpt`, and writes the metrics next to chance level and, for
+`runs/<experiment>/latest/checkpoints/last.ckpt`, and writes the metrics next to chance level and, for
 orientation only, the paper's YouCook2 numbers (different data). `make results` trains both quickstart
 experiments first.
 """
@@ -83,7 +83,7 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
     """Evaluate every task on each experiment's last checkpoint and write the table to `out`."""
     results, missing = {}, []
     for exp in experiments or list(TASKS):
-        ckpt = Path(f"runs/{exp}/checkpoints/last.ckpt")
+        ckpt = Path(f"runs/{exp}/latest/checkpoints/last.ckpt")
         if not ckpt.exists():
             missing.append(str(ckpt))
             continue

@@ -1,0 +1,152 @@
+"""Run folders: every `videobert fit|validate|test|predict` gets `<experiment folder>/<run id>/`.
+
+The experiment folder is `trainer.default_root_dir` (e.g. `runs/quickstart`), or `runs/<name of the first
+--config file>` when the experiment sets none. The run folder holds `config.yaml` (the resolved experiment),
+`run.json` (git commit, versions, world size, derived sizes), `checkpoints/`, `csv/` (the metrics CSV),
+`wandb/` and the evaluation figures; `<experiment folder>/latest` links to the newest run. A logger's
+`save_dir` and a ModelCheckpoint's `dirpath` are taken relative to the run folder (unset = the run folder,
+and `checkpoints/` for checkpoints); absolute paths are left as they are.
+
+The run id is shared by every process of a run (Lightning re-executes the command for each DDP rank):
+`--run_id`, else `SLURM_JOB_ID`, else `TORCHELASTIC_RUN_ID` (torchrun --rdzv-id), else `WANDB_RUN_ID` (a
+sweep agent's run), else a new `<date>-<time>-<random>`; it is also the W&B run id.
+
+Resume: `fit --ckpt_path last` continues the newest run of the experiment that has `checkpoints/last.ckpt`;
+`fit --ckpt_path <file>` continues the run stored in that checkpoint. Both reuse its folder and its W&B run,
+so the curves continue. Checkpoints are written atomically (`AtomicCheckpointIO`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+RUN_ENV = "VIDEOBERT_RUN_ID"  # how Lightning's re-executed DDP ranks learn the id their launcher chose
+LOGGER_DIRS = {"WandbLogger": "save_dir", "CSVLogger": "save_dir", "TensorBoardLogger": "save_dir"}
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def shared_run_id(explicit: str | None) -> str:
+    """The id every process of this run agrees on (see the module docstring for the order)."""
+    if explicit:
+        return explicit
+    if "LOCAL_RANK" in os.environ and os.environ.get(RUN_ENV):  # a rank that Lightning's launcher started
+        return os.environ[RUN_ENV]
+    for var, prefix in (("SLURM_JOB_ID", "slurm-"), ("TORCHELASTIC_RUN_ID", "torchrun-"), ("WANDB_RUN_ID", "")):
+        value = os.environ.get(var)
+        if value and value != "none":
+            return prefix + value
+    return new_run_id()
+
+
+def latest_run(root: Path) -> Path | None:
+    """The run folder under `root` whose checkpoints/last.ckpt is the newest."""
+    lasts = [p for p in root.glob("*/checkpoints/last.ckpt") if p.parent.parent.name != "latest"]
+    return max(lasts, key=lambda p: p.stat().st_mtime).parent.parent if lasts else None
+
+
+def checkpoint_run_id(path: str | Path) -> str | None:
+    """The run id stored in a checkpoint by `tracking.RunRecord` (None for checkpoints from elsewhere)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return (ckpt.get("videobert_run") or {}).get("run_id")
+
+
+def experiment_root(config, config_files: list) -> Path:
+    if config.trainer.default_root_dir:
+        return Path(config.trainer.default_root_dir)
+    name = Path(str(config_files[0])).stem if config_files else "videobert"
+    return Path("runs") / name
+
+
+def place_run(config, subcommand: str, explicit_id: str | None = None) -> Path:
+    """Choose this run's folder and id, and point the trainer, its loggers and checkpoints at it (in the
+    parsed config, before anything is instantiated). Returns the run folder."""
+    root = experiment_root(config, [str(c) for c in (config.get("config") or [])])
+    run_id = None
+    ckpt = config.get("ckpt_path")
+    if subcommand == "fit" and ckpt == "last":
+        previous = latest_run(root)
+        run_id = previous.name if previous else None
+    elif subcommand == "fit" and ckpt:
+        if not Path(ckpt).is_file():
+            raise FileNotFoundError(f"--ckpt_path {ckpt}: no such checkpoint")
+        run_id = checkpoint_run_id(ckpt)
+    if not (explicit_id or run_id):
+        run_id = shared_run_id(None)
+        if subcommand != "fit" and not run_id.endswith("-" + subcommand):  # never the folder of a training run
+            run_id += "-" + subcommand
+    run_id = explicit_id or run_id
+    os.environ[RUN_ENV] = run_id
+    run_dir = root / run_id
+    config.trainer.default_root_dir = str(run_dir)
+    _point_loggers(config, run_dir, run_id, subcommand)
+    for cb in _as_list(config.trainer.callbacks):
+        if _cls(cb) == "ModelCheckpoint":
+            cb.init_args.dirpath = str(run_dir / (cb.init_args.get("dirpath") or "checkpoints"))
+    return run_dir
+
+
+def _point_loggers(config, run_dir: Path, run_id: str, subcommand: str) -> None:
+    for logger in _as_list(config.trainer.logger):
+        key = LOGGER_DIRS.get(_cls(logger))
+        if key is None:
+            continue
+        args = logger.init_args
+        args[key] = str(run_dir / (args.get(key) or "."))  # (an absolute path stays as it is)
+        if _cls(logger) == "WandbLogger":
+            args.id = args.get("id") or run_id
+            args.name = args.get("name") or run_id
+            args.job_type = args.get("job_type") or subcommand
+            args.resume = "allow"  # the same id continues the same W&B run
+
+
+def link_latest(run_dir: Path) -> None:
+    """`<experiment folder>/latest` -> this run (relative, so the folder can move)."""
+    link = run_dir.parent / "latest"
+    tmp = run_dir.parent / f".latest.{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name, target_is_directory=True)
+        tmp.replace(link)
+    except OSError:  # e.g. a filesystem without symlinks: `latest` is a convenience only
+        tmp.unlink(missing_ok=True)
+
+
+def _as_list(value) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _cls(item) -> str:
+    path = item.get("class_path", "") if hasattr(item, "get") else ""
+    return str(path).rpartition(".")[2]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a `.partial` file beside the target, fsyncs it, then renames it over the target: a kill at any moment
+    leaves either the previous checkpoint or the new one, never a torn file. (Lightning's own save goes
+    through fsspec, which stages the file in the system temp dir and moves it, a copy across filesystems.)"""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        if "://" in str(path):  # remote storage: its own semantics
+            return super().save_checkpoint(checkpoint, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # named without "last" or ".ckpt": Lightning's `--ckpt_path last` picks any file with "last" in its name
+        tmp = path.with_name("." + hashlib.sha1(path.name.encode()).hexdigest()[:12] + ".partial")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)

@@ -1,0 +1,185 @@
+"""What a run records about itself, whatever logger it uses (W&B, CSV, both).
+
+- `SaveRunConfig`: `config.yaml` (the resolved experiment: yaml files + command-line overrides) and
+  `run.json` (git commit and dirty flag, package versions, world size, derived sizes) in the run folder,
+  and the same, as the run's config, in every logger.
+- `RunRecord`: derived sizes once training starts (global batch, tokens per step, steps per epoch), the
+  run id inside every checkpoint (so `--ckpt_path` resumes the same W&B run), and, on W&B, the lineage:
+  the shards used as an input artifact, the tokenizer and visual vocabulary logged as artifacts of the run.
+- `Throughput`: `perf/samples_per_s` and `perf/data_wait_fraction` (time between the end of a step and the
+  start of the next, i.e. waiting for the loader, over the whole step time).
+
+Metric names are listed in docs/metrics.md.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+import yaml
+from lightning.pytorch.cli import SaveConfigCallback
+
+PACKAGES = ("torch", "lightning", "torchmetrics", "wandb", "webdataset", "omegaconf", "jsonargparse", "numpy",
+            "tokenizers", "av", "faiss-cpu", "transformers", "videobert")
+
+
+def git_state(where: Path) -> dict:
+    """The commit of the code that runs, and whether the checkout has uncommitted changes."""
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict:
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(path)
+
+
+class SaveRunConfig(SaveConfigCallback):
+    """LightningCLI's config saver, writing into the run folder and logging the config to every logger."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            run_dir = Path(trainer.default_root_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(run_dir / "config.yaml"), skip_none=False, overwrite=True)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        run_dir = Path(trainer.default_root_dir)
+        record = {"run_id": run_dir.name, "run_dir": str(run_dir), "command": trainer.state.fn.value if trainer.state.fn else None,
+                  "git": git_state(Path(__file__).resolve().parent), "versions": package_versions(),
+                  "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "started": time.time()}
+        _write_json(run_dir / "run.json", record)
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"experiment": config, "run": record})
+
+
+class RunRecord(L.Callback):
+    """Derived sizes, the run id in checkpoints, and (on W&B) the data lineage. See the module docstring."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint["videobert_run"] = {"run_id": self.run_dir.name, "run_dir": str(self.run_dir)}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        derived = self.derived(trainer)
+        if not trainer.is_global_zero:
+            return
+        path = self.run_dir / "run.json"
+        record = json.loads(path.read_text()) if path.exists() else {}
+        _write_json(path, {**record, "derived": derived})
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"derived": derived})
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                log_lineage(logger.experiment, trainer.datamodule)
+
+    @staticmethod
+    def derived(trainer: L.Trainer) -> dict:
+        dm, accumulate = trainer.datamodule, trainer.accumulate_grad_batches
+        per_device = getattr(getattr(dm, "hparams", {}), "get", lambda *_: None)("batch_size")
+        out = {"world_size": trainer.world_size, "accumulate_grad_batches": accumulate,
+               "steps_per_epoch": int(trainer.num_training_batches // accumulate)
+               if trainer.num_training_batches != float("inf") else None}
+        if per_device:
+            out["global_batch_size"] = per_device * trainer.world_size * accumulate
+            if hasattr(dm, "max_sequence_length"):  # padded length: an upper bound on the real tokens
+                out["tokens_per_step_max"] = out["global_batch_size"] * dm.max_sequence_length()
+        return out
+
+
+def log_lineage(run, datamodule) -> None:
+    """Shards -> this run -> tokenizer, visual vocabulary (and the checkpoints WandbLogger logs with
+    `log_model`). Offline, W&B cannot record an input, so the shards are logged as an artifact of the run
+    and named in the others' metadata. Local shard folders are referenced (`file://`, not uploaded, no checksum pass over the
+    corpus); other URLs are recorded in the artifact's metadata."""
+    import wandb
+
+    inputs = datamodule.inputs() if hasattr(datamodule, "inputs") else {}
+    splits = {k: v for k, v in inputs.items() if k in ("train", "val", "test")}
+    if splits:
+        shards = wandb.Artifact(f"shards-{run.project or 'videobert'}", type="dataset",
+                                metadata={k: json.loads(json.dumps(v, default=str)) for k, v in splits.items()})
+        for split, spec in splits.items():
+            for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
+                local = Path(str(item.get("urls") if isinstance(item, dict) else item))
+                if local.exists():  # (brace patterns and pipe: URLs: metadata only)
+                    shards.add_reference(local.resolve().as_uri(), name=f"{split}/{i}", checksum=False)
+        if run.offline:  # W&B marks inputs only online; offline, the shards are logged and named in metadata
+            run.log_artifact(shards)
+        else:
+            run.use_artifact(shards)
+    for key, kind in (("tokenizer", "tokenizer"), ("visual_vocab", "visual-vocabulary")):
+        path = Path(str(inputs.get(key) or ""))
+        if inputs.get(key) and path.is_file():
+            art = wandb.Artifact(f"{kind}-{run.id}", type=kind,
+                                 metadata={"source": str(path), "shards": shards.name if splits else None})
+            art.add_file(str(path))
+            if key == "tokenizer" and path.with_name("tokenizer_config.json").is_file():
+                art.add_file(str(path.with_name("tokenizer_config.json")))
+            run.log_artifact(art)
+
+
+class Throughput(L.Callback):
+    """`perf/samples_per_s` (all ranks) and `perf/data_wait_fraction`, averaged over each logging window."""
+
+    def __init__(self):
+        self._end = None
+        self._window = [0.0, 0.0, 0]  # waited, total seconds, samples
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._end is not None:
+            self._window[0] += now - self._end
+            self._window[1] += now - self._end
+        self._start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self._window[1] += now - self._start
+        self._window[2] += len(batch["input_ids"]) if isinstance(batch, dict) and "input_ids" in batch else 0
+        self._end = now
+        waited, total, samples = self._window
+        if total > 0 and samples:
+            pl_module.log_dict({"perf/samples_per_s": samples * trainer.world_size / total,
+                                "perf/data_wait_fraction": waited / total}, on_step=True, on_epoch=False,
+                               batch_size=1)
+        if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
+            self._window = [0.0, 0.0, 0]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._end = None  # epoch boundaries and validation are not data waits
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._end = None

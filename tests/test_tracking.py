@@ -1,0 +1,178 @@
+"""Runs as records: run folders, the resolved config + git + versions in W&B, lineage artifacts, resume into
+the same run, identical losses from the same seed, atomic checkpoints, and a SIGKILL mid-run."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import wandb
+import yaml
+
+from videobert.cli import lightning_main
+from videobert.runs import AtomicCheckpointIO, place_run, shared_run_id
+
+from .conftest import tiny_data_args
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64",
+         "--model.warmup_steps=2", "--model.lr=3e-3"]
+
+
+def _args(cache, root, *extra):
+    """The quickstart experiment as written (run folders chosen by the CLI), shrunk, under `root`."""
+    data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(cache).items()]
+    trainer = [f"--trainer.default_root_dir={root}", "--trainer.max_steps=6", "--trainer.val_check_interval=3",
+               "--trainer.limit_val_batches=2", "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false"]
+    return ["--config", str(ROOT / "experiments/quickstart.yaml"), *MODEL, *data, *trainer, *extra]
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = [r for f in sorted(run_dir.glob("csv/*/metrics.csv")) for r in csv.DictReader(open(f))]
+    return {int(r["step"]): float(r["train/loss_step"] if "train/loss_step" in r else r["train/loss"])
+            for r in rows if r.get("train/loss_step") or r.get("train/loss")}
+
+
+def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache, tmp_path, monkeypatch):
+    logged, used = [], []
+    real_log, real_use = wandb.sdk.wandb_run.Run.log_artifact, wandb.sdk.wandb_run.Run.use_artifact
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log_artifact",
+                        lambda self, a, *args, **kw: (logged.append((a.type, a.name)), real_log(self, a, *args, **kw))[1])
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "use_artifact",
+                        lambda self, a, *args, **kw: (used.append(a.type), real_use(self, a, *args, **kw))[1])
+    root = tmp_path / "runs/quickstart"
+    cli = lightning_main(["fit", *_args(quickstart_cache, root, "--trainer.max_steps=4")])
+    run_dir = Path(cli.trainer.default_root_dir)
+    wandb_id = cli.trainer.loggers[0].experiment.id
+    config = cli.trainer.loggers[0].experiment.config
+    wandb.finish()
+    assert run_dir.parent == root and (root / "latest").resolve() == run_dir.resolve() and wandb_id == run_dir.name
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["init_args"]["lr"] == 3e-3 and saved["trainer"]["max_steps"] == 4  # overrides included
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["git"]["commit"] and isinstance(record["git"]["dirty"], bool)
+    assert record["versions"]["torch"] == torch.__version__.split("+")[0] or record["versions"]["torch"].startswith("2.")
+    assert record["derived"] == {"world_size": 1, "accumulate_grad_batches": 1, "steps_per_epoch": 4,
+                                 "global_batch_size": 8, "tokens_per_step_max": 8 * cli.datamodule.max_sequence_length()}
+    assert config["experiment"]["model"]["init_args"]["lr"] == 3e-3 and config["derived"]["global_batch_size"] == 8
+    assert config["run"]["git"]["commit"] == record["git"]["commit"]
+    assert {"dataset", "tokenizer", "visual-vocabulary", "model"} <= {t for t, _ in logged}  # (offline: no inputs)
+    assert (run_dir / "checkpoints/last.ckpt").exists() and list(run_dir.glob("csv/*/metrics.csv"))
+    header = next(csv.reader(open(next(run_dir.glob("csv/*/metrics.csv")))))
+    assert {"perf/samples_per_s", "perf/data_wait_fraction", "train/loss", "data/skipped_samples"} <= set(header)
+
+    again = lightning_main(["fit", *_args(quickstart_cache, root, "--trainer.max_steps=6", "--ckpt_path=last")])
+    assert Path(again.trainer.default_root_dir) == run_dir and again.trainer.global_step == 6
+    assert again.trainer.loggers[0].experiment.id == wandb_id  # the same W&B run continues
+    wandb.finish()
+    assert torch.load(run_dir / "checkpoints/last.ckpt", weights_only=True)["videobert_run"]["run_id"] == wandb_id
+
+    test = lightning_main(["test", *_args(quickstart_cache, root), f"--ckpt_path={run_dir}/checkpoints/last.ckpt"])
+    wandb.finish()
+    test_dir = Path(test.trainer.default_root_dir)
+    assert test_dir != run_dir and test_dir.name.endswith("-test") and (test_dir / "config.yaml").exists()
+
+
+def test_same_seed_same_losses_step_by_step(quickstart_cache, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cli = lightning_main(["fit", *_args(quickstart_cache, tmp_path / name), "--trainer.logger=false",
+                              "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"])
+        runs.append(cli.trainer.callback_metrics["train/loss"])
+    assert runs[0] == runs[1]
+
+
+def test_run_id_sources(monkeypatch):
+    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WANDB_RUN_ID", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert shared_run_id("mine") == "mine"
+    monkeypatch.setenv("WANDB_RUN_ID", "sweep1")
+    assert shared_run_id(None) == "sweep1"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun without --rdzv-id: not shared, skipped
+    assert shared_run_id(None) == "sweep1"
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    assert shared_run_id(None) == "slurm-42"
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("VIDEOBERT_RUN_ID", "from-launcher")
+    assert shared_run_id(None) == "from-launcher"
+
+
+def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    from jsonargparse import Namespace
+
+    config = Namespace(trainer=Namespace(default_root_dir=str(tmp_path), logger=None, callbacks=None),
+                       ckpt_path=str(tmp_path / "nope.ckpt"))
+    with pytest.raises(FileNotFoundError, match="nope.ckpt"):
+        place_run(config, "fit")
+
+
+def test_atomic_checkpoint_survives_a_failed_write(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def torn(obj, f, *a, **kw):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(torch, "save", torn)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir() if "last" in p.name] == ["last.ckpt"]  # what `--ckpt_path last` sees
+
+
+def _csv_losses(run_dir: Path) -> dict[int, float]:
+    rows = [r for f in sorted(run_dir.glob("csv/*/metrics.csv")) for r in csv.DictReader(open(f))]
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+def test_sigkill_mid_run_then_resume_continues(quickstart_cache, tmp_path):
+    """A real `videobert fit`, checkpointing every step, killed with SIGKILL while it trains; `--ckpt_path last`
+    resumes the same run from its last complete checkpoint, and the loss carries on where it was."""
+    root = tmp_path / "runs"
+    override = tmp_path / "every_step.yaml"
+    override.write_text(yaml.safe_dump({"trainer": {
+        "logger": [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                    "init_args": {"save_dir": ".", "name": "csv", "flush_logs_every_n_steps": 1}}],
+        "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                       "init_args": {"every_n_train_steps": 1, "save_last": True}}]}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCAL_RANK", "VIDEOBERT", "WANDB_RUN", "SLURM"))}
+    env.update(WANDB_MODE="offline", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "videobert.cli", "fit", *_args(quickstart_cache, root), "--config", str(override),
+           "--data.init_args.batches_per_epoch=400", "--trainer.val_check_interval=400"]
+    proc = subprocess.Popen([*cmd, "--trainer.max_steps=400"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    last, deadline = root / "latest/checkpoints/last.ckpt", time.time() + 180
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and torch.load(last, weights_only=True)["global_step"] >= 16:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    run_dir = last.parent.parent.resolve()
+    killed = torch.load(last, weights_only=True)  # it loads: a kill never leaves a torn checkpoint
+    step = killed["global_step"]
+    assert 16 <= step < 400  # (a kill during a save leaves a .partial file beside the intact last.ckpt)
+    before = _csv_losses(run_dir)
+    out = subprocess.run([*cmd, f"--trainer.max_steps={step + 4}", "--ckpt_path=last"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == step + 4 and resumed["videobert_run"]["run_id"] == run_dir.name
+    assert not list(last.parent.glob(".*.partial"))  # the next save replaced any half-written one
+    after = {s: v for s, v in _csv_losses(run_dir).items() if s >= step}
+    assert len(list(run_dir.glob("csv/*/metrics.csv"))) == 2 and min(after) == step  # same folder, next steps
+    start = sum(before[s] for s in sorted(before)[:3]) / 3
+    recent = sum(before[s] for s in range(step - 3, step)) / 3
+    resumed_mean = sum(after.values()) / len(after)
+    assert abs(resumed_mean - recent) < abs(resumed_mean - start)  # it carries on; it is not back at the start

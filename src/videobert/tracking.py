@@ -5,7 +5,8 @@
   and the same, as the run's config, in every logger.
 - `RunRecord`: derived sizes once training starts (global batch, tokens per step, steps per epoch), the
   run id inside every checkpoint (so `--ckpt_path` resumes the same W&B run), and, on W&B, the lineage:
-  the shards used as an input artifact, the tokenizer and visual vocabulary logged as artifacts of the run.
+  the shards used as an input artifact, the tokenizer and visual vocabulary logged as artifacts of the run;
+  at the end of fit, `curves.png` (loss/accuracy/throughput curves from the metrics CSV).
 - `Throughput`: `perf/samples_per_s` and `perf/data_wait_fraction` (time between the end of a step and the
   start of the next, i.e. waiting for the loader, over the whole step time).
 
@@ -105,6 +106,12 @@ class RunRecord(L.Callback):
             if type(logger).__name__ == "WandbLogger":
                 log_lineage(logger.experiment, trainer.datamodule)
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.save()  # flush the CSV before it is plotted
+            save_curves(self.run_dir)
+
     @staticmethod
     def derived(trainer: L.Trainer) -> dict:
         dm, accumulate = trainer.datamodule, trainer.accumulate_grad_batches
@@ -183,3 +190,46 @@ class Throughput(L.Callback):
 
     def on_validation_start(self, trainer, pl_module) -> None:
         self._end = None
+
+
+def curves_image(rows: list[dict], keys: list[str], panel=(320, 180)):
+    """Small multiples, one line chart per metric (x: step), drawn with Pillow: the run's plots for users
+    without W&B. `rows`: metrics CSV rows (Lightning's CSVLogger)."""
+    from PIL import Image, ImageDraw
+
+    series = {}
+    for key in keys:
+        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if len(pts) >= 2:
+            series[key] = sorted(pts)
+    cols = min(3, max(1, len(series)))
+    img = Image.new("RGB", (panel[0] * cols, panel[1] * max(1, -(-len(series) // cols))), "white")
+    draw = ImageDraw.Draw(img)
+    for i, (key, pts) in enumerate(series.items()):
+        x0, y0 = (i % cols) * panel[0], (i // cols) * panel[1]
+        (s_lo, s_hi), (v_lo, v_hi) = [(min(c), max(c)) for c in zip(*pts)]
+        box = (x0 + 44, y0 + 20, x0 + panel[0] - 10, y0 + panel[1] - 22)
+        draw.rectangle(box, outline=(180, 180, 180))
+        scale = [((s - s_lo) / max(1, s_hi - s_lo), (v - v_lo) / ((v_hi - v_lo) or 1)) for s, v in pts]
+        draw.line([(box[0] + u * (box[2] - box[0]), box[3] - w * (box[3] - box[1])) for u, w in scale],
+                  fill=(30, 90, 200), width=2)
+        draw.text((x0 + 44, y0 + 4), key, fill="black")
+        draw.text((x0 + 2, box[1]), f"{v_hi:.3g}", fill="black")
+        draw.text((x0 + 2, box[3] - 10), f"{v_lo:.3g}", fill="black")
+        draw.text((box[0], box[3] + 4), f"step {s_lo}", fill="black")
+        draw.text((box[2] - 60, box[3] + 4), f"{s_hi}", fill="black")
+    return img
+
+
+def save_curves(run_dir: Path, keys=("train/loss", "val/loss", "train/mlm_acc", "val/mlm_acc", "val/align_acc",
+                                     "perf/samples_per_s")) -> Path | None:
+    """`<run>/curves.png` from every metrics CSV of the run (a resumed run has one per session)."""
+    import csv
+
+    rows = [r for f in sorted(run_dir.glob("csv/*/metrics.csv")) for r in csv.DictReader(open(f))]
+    present = [k for k in keys if any(r.get(k) for r in rows)]
+    if not present:
+        return None
+    path = run_dir / "curves.png"
+    curves_image(rows, present).save(path)
+    return path

@@ -32,10 +32,9 @@ def _args(cache, root, *extra):
     return ["--config", str(ROOT / "experiments/quickstart.yaml"), *MODEL, *data, *trainer, *extra]
 
 
-def _losses(run_dir: Path) -> dict[int, float]:
+def _csv_losses(run_dir: Path) -> dict[int, float]:
     rows = [r for f in sorted(run_dir.glob("csv/*/metrics.csv")) for r in csv.DictReader(open(f))]
-    return {int(r["step"]): float(r["train/loss_step"] if "train/loss_step" in r else r["train/loss"])
-            for r in rows if r.get("train/loss_step") or r.get("train/loss")}
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
 def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache, tmp_path, monkeypatch):
@@ -45,6 +44,8 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
                         lambda self, a, *args, **kw: (logged.append((a.type, a.name)), real_log(self, a, *args, **kw))[1])
     monkeypatch.setattr(wandb.sdk.wandb_run.Run, "use_artifact",
                         lambda self, a, *args, **kw: (used.append(a.type), real_use(self, a, *args, **kw))[1])
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setenv("WANDB_API_KEY", secret)  # (WANDB_MODE=offline from conftest: never sent anywhere)
     root = tmp_path / "runs/quickstart"
     cli = lightning_main(["fit", *_args(quickstart_cache, root, "--trainer.max_steps=4")])
     run_dir = Path(cli.trainer.default_root_dir)
@@ -64,6 +65,7 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
     assert {"dataset", "tokenizer", "visual-vocabulary", "model"} <= {t for t, _ in logged}  # (offline: no inputs)
     assert (run_dir / "checkpoints/last.ckpt").exists() and list(run_dir.glob("csv/*/metrics.csv"))
     assert (run_dir / "curves.png").exists()  # plots without W&B
+    assert not [f for f in run_dir.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]  # key stored nowhere
     header = next(csv.reader(open(next(run_dir.glob("csv/*/metrics.csv")))))
     assert {"perf/samples_per_s", "perf/data_wait_fraction", "train/loss", "data/skipped_samples"} <= set(header)
 
@@ -80,12 +82,14 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
 
 
 def test_same_seed_same_losses_step_by_step(quickstart_cache, tmp_path):
-    runs = []
+    csv_only = tmp_path / "csv_only.yaml"
+    csv_only.write_text(yaml.safe_dump({"trainer": {"callbacks": [], "enable_checkpointing": False, "logger": [
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": ".", "name": "csv"}}]}}))
+    losses = []
     for name in ("a", "b"):
-        cli = lightning_main(["fit", *_args(quickstart_cache, tmp_path / name), "--trainer.logger=false",
-                              "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false"])
-        runs.append(cli.trainer.callback_metrics["train/loss"])
-    assert runs[0] == runs[1]
+        cli = lightning_main(["fit", *_args(quickstart_cache, tmp_path / name), "--config", str(csv_only)])
+        losses.append(_csv_losses(Path(cli.trainer.default_root_dir)))
+    assert sorted(losses[0]) == list(range(6)) and losses[0] == losses[1]  # every step, bit for bit
 
 
 def test_run_id_sources(monkeypatch):
@@ -126,11 +130,6 @@ def test_atomic_checkpoint_survives_a_failed_write(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir() if "last" in p.name] == ["last.ckpt"]  # what `--ckpt_path last` sees
-
-
-def _csv_losses(run_dir: Path) -> dict[int, float]:
-    rows = [r for f in sorted(run_dir.glob("csv/*/metrics.csv")) for r in csv.DictReader(open(f))]
-    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
 def test_sigkill_mid_run_then_resume_continues(quickstart_cache, tmp_path):

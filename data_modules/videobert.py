@@ -21,7 +21,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 

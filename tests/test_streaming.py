@@ -5,6 +5,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 import webdataset as wds
 
 from data_modules import VideoBertDataModule
@@ -134,3 +135,35 @@ def test_bad_samples_are_counted_skips_and_a_threshold_stops_the_run(data, tmp_p
     with pytest.raises(RuntimeError, match="data.max_skip_rate=20.0%"):
         for batch in strict.train_dataloader():
             strict.count_skips(*batch["data_stats"].tolist())
+
+
+def test_read_npy_equals_np_load_and_rejects_bad_bytes():
+    from data_modules.videobert import read_npy
+
+    arrays = [np.arange(12, dtype=np.float16).reshape(3, 4), np.asfortranarray(np.ones((2, 5))),
+              np.zeros((0, 8), np.float32), np.arange(6, dtype=np.int64)]
+    for arr in arrays:
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        out = read_npy(buf.getvalue())
+        assert out.dtype == arr.dtype and out.shape == arr.shape and np.array_equal(out, np.load(io.BytesIO(buf.getvalue())))
+    v2 = io.BytesIO()
+    np.lib.format.write_array(v2, arrays[0], version=(2, 0))
+    assert np.array_equal(read_npy(v2.getvalue()), arrays[0])
+    good = io.BytesIO()
+    np.save(good, np.ones((4, 4), np.float32))
+    for bad, message in ((b"PK\x03\x04 a zip", "magic"), (good.getvalue()[:-8], "truncated"),
+                         (good.getvalue()[:40], "EOF")):
+        with pytest.raises(ValueError, match=message):
+            read_npy(bad)
+    pickled = io.BytesIO()
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="object"):
+        read_npy(pickled.getvalue())
+
+
+def test_stream_loader_hands_over_tensors_from_workers(data):
+    batches = list(dm_for(data, str(data[0] / "a"), num_workers=2, batches_per_epoch=4).train_dataloader())
+    assert len(batches) == 4 and all(isinstance(b["input_ids"], torch.Tensor) and b["input_ids"].dtype == torch.int64
+                                     and b["attention_mask"].dtype == torch.bool and isinstance(b["keys"], list)
+                                     for b in batches)

@@ -132,3 +132,21 @@ def test_whole_set_tasks_on_two_ranks_equal_one_process(tiny, tmp_path):
             assert two[task][name] == pytest.approx(value, abs=1e-6), (task, name)
         assert (tmp_path / f"two/{task}/{task}_examples.png").exists()  # rank 0 published the examples
     assert one["retrieval"]["pairs"] > 4  # (enough steps that a per-rank share would change the ranks)
+
+
+def test_visual_words_from_the_datamodule_at_the_end_of_a_run(tiny, tmp_path):
+    from data_modules import VideoBertDataModule
+    from videobert.thumbnails import publish_visual_words
+
+    args = dict(test_shards=str(tiny / "features"), tokenizer=str(tiny / "tokenizer/vocab.txt"),
+                visual_vocab=str(tiny / "visual_vocab.npz"))
+    dm = VideoBertDataModule(**args, thumbnails=str(tiny / "raw"))
+    dm.setup("test")
+    trainer = SimpleNamespace(datamodule=dm, is_global_zero=True, default_root_dir=str(tmp_path), loggers=[])
+    img = Image.open(publish_visual_words(trainer, words=4, per_word=3))
+    assert img.size == (GAP + TEXT_WIDTH + 3 * (THUMB + GAP) + GAP, HEADER + 4 * (THUMB + 2 * GAP))
+    assert len(np.unique(np.asarray(img)[HEADER + GAP:HEADER + GAP + THUMB, GAP + TEXT_WIDTH:][..., 0])) > 10  # frames
+    bare = VideoBertDataModule(**args)  # no thumbnail source: no figure, no crash
+    bare.setup("test")
+    trainer.datamodule, trainer.default_root_dir = bare, str(tmp_path / "bare")
+    assert publish_visual_words(trainer) is None and not (tmp_path / "bare").exists()

@@ -64,7 +64,7 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
     assert config["run"]["git"]["commit"] == record["git"]["commit"]
     assert {"dataset", "tokenizer", "visual-vocabulary", "model"} <= {t for t, _ in logged}  # (offline: no inputs)
     assert (run_dir / "checkpoints/last.ckpt").exists() and list(run_dir.glob("csv/*/metrics.csv"))
-    assert (run_dir / "curves.png").exists()  # plots without W&B
+    assert (run_dir / "curves.png").exists() and (run_dir / "visual_words.png").exists()  # plots without W&B
     assert not [f for f in run_dir.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]  # key stored nowhere
     header = next(csv.reader(open(next(run_dir.glob("csv/*/metrics.csv")))))
     assert {"perf/samples_per_s", "perf/data_wait_fraction", "train/loss", "data/skipped_samples"} <= set(header)

@@ -6,7 +6,8 @@
 - `RunRecord`: derived sizes once training starts (global batch, tokens per step, steps per epoch), the
   run id inside every checkpoint (so `--ckpt_path` resumes the same W&B run), and, on W&B, the lineage:
   the shards used as an input artifact, the tokenizer and visual vocabulary logged as artifacts of the run;
-  at the end of fit, `curves.png` (loss/accuracy/throughput curves from the metrics CSV).
+  at the end of fit, `curves.png` (loss/accuracy/throughput curves from the metrics CSV) and
+  `visual_words.png` (the clips nearest to the most-used visual words; W&B `media/visual_words`).
 - `Throughput`: `perf/samples_per_s` and `perf/data_wait_fraction` (time between the end of a step and the
   start of the next, i.e. waiting for the loader, over the whole step time).
 
@@ -107,10 +108,13 @@ class RunRecord(L.Callback):
                 log_lineage(logger.experiment, trainer.datamodule)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from .thumbnails import publish_visual_words
+
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.save()  # flush the CSV before it is plotted
             save_curves(self.run_dir)
+        publish_visual_words(trainer)  # the paper's figure: clips nearest to some visual words (rank 0 draws)
 
     @staticmethod
     def derived(trainer: L.Trainer) -> dict:

@@ -15,6 +15,7 @@ $(VENV)/.installed: setup.py Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps sweeps==0.3.0  # W&B's sweep schema/controller (pins numpy<2; works on 2)
 	touch $@
 
 demo: setup

@@ -23,6 +23,11 @@ setup(
         "safetensors>=0.4",  # model export / BERT checkpoints without pickle
         "pycocoevalcap==1.2",  # captioning metrics (BLEU, METEOR, ROUGE-L, CIDEr); METEOR runs Java
     ],
-    extras_require={"hf": ["transformers==5.24.0"], "dev": ["pytest>=8", "transformers==5.24.0"]},
+    extras_require={
+        "hf": ["transformers==5.24.0"],
+        # `sweeps` (W&B's sweep schema and controller, for the sweep tests) pins numpy<2, so the Makefile
+        # installs it with --no-deps; these are the dependencies it really needs
+        "dev": ["pytest>=8", "transformers==5.24.0", "scipy", "scikit-learn", "jsonschema", "jsonref"],
+    },
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
 )

@@ -166,24 +166,11 @@ def test_drawn_runs_through_the_cli(path, workdir, tmp_path, monkeypatch):
         check_run(json.loads((tmp_path / f"probe{i}/rank0.json").read_text()), params)
 
 
-def prebuild(params: dict, workdir: Path) -> None:
-    """Finish the drawn setting's cache in this process (its visual vocabulary). Under DDP the first run of a
-    setting cannot build it yet: `vq.load_features` reads the shards through a webdataset pipeline without a
-    nodesplitter, which raises once a process group exists. The README says to build caches before agents."""
-    from data_modules import QuickstartDataModule
-
-    data = {k.split(".", 1)[1]: v for k, v in expected(params).items() if k.startswith("data.")}
-    args = {**tiny_data_args("unused"), **data}
-    args["cache_dir"] = str(workdir / args["cache_dir"])
-    QuickstartDataModule(**args).prepare_data()
-
-
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_drawn_values_reach_every_ddp_rank(path, workdir, tmp_path):
     cfg = load(path)
     params = draw(cfg, 3)[-1]  # a draw the Bayesian model made from two finished runs
     params = dict(reversed(params.items()))  # the other argument order: a section mapping must not undo a key
-    prebuild(params, workdir)
     argv = shrink(render(cfg, params), len(params), tmp_path / "probe",
                   extra=["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
                          "--trainer.limit_val_batches=0"])  # (1 validation shard: too few for 2 readers)

@@ -93,7 +93,7 @@ def test_same_seed_same_losses_step_by_step(quickstart_cache, tmp_path):
 
 
 def test_run_id_sources(monkeypatch):
-    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WANDB_RUN_ID", "LOCAL_RANK"):
+    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     assert shared_run_id("mine") == "mine"
     monkeypatch.setenv("WANDB_RUN_ID", "sweep1")
@@ -102,6 +102,9 @@ def test_run_id_sources(monkeypatch):
     assert shared_run_id(None) == "sweep1"
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     assert shared_run_id(None) == "slurm-42"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s")  # a sweep agent inside a SLURM job: one folder per agent run
+    assert shared_run_id(None) == "sweep1"
+    monkeypatch.delenv("WANDB_SWEEP_ID")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setenv("VIDEOBERT_RUN_ID", "from-launcher")
     assert shared_run_id(None) == "from-launcher"

@@ -8,8 +8,9 @@ The experiment folder is `trainer.default_root_dir` (e.g. `runs/quickstart`), or
 and `checkpoints/` for checkpoints); absolute paths are left as they are.
 
 The run id is shared by every process of a run (Lightning re-executes the command for each DDP rank):
-`--run_id`, else `SLURM_JOB_ID`, else `TORCHELASTIC_RUN_ID` (torchrun --rdzv-id), else `WANDB_RUN_ID` (a
-sweep agent's run), else a new `<date>-<time>-<random>`; it is also the W&B run id.
+`--run_id`, else a sweep agent's `WANDB_RUN_ID` (when `WANDB_SWEEP_ID` is set), else `SLURM_JOB_ID`, else
+`TORCHELASTIC_RUN_ID` (torchrun --rdzv-id), else `WANDB_RUN_ID`, else a new `<date>-<time>-<random>`; it is
+also the W&B run id.
 
 Resume: `fit --ckpt_path last` continues the newest run of the experiment that has `checkpoints/last.ckpt`;
 `fit --ckpt_path <file>` continues the run stored in that checkpoint. Both reuse its folder and its W&B run,
@@ -40,6 +41,8 @@ def shared_run_id(explicit: str | None) -> str:
         return explicit
     if "LOCAL_RANK" in os.environ and os.environ.get(RUN_ENV):  # a rank that Lightning's launcher started
         return os.environ[RUN_ENV]
+    if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):  # an agent's run, even inside a job
+        return os.environ["WANDB_RUN_ID"]
     for var, prefix in (("SLURM_JOB_ID", "slurm-"), ("TORCHELASTIC_RUN_ID", "torchrun-"), ("WANDB_RUN_ID", "")):
         value = os.environ.get(var)
         if value and value != "none":

@@ -84,7 +84,9 @@ def hierarchical_kmeans(x: np.ndarray, levels: int, k: int, niter: int = 20, see
 
 def load_features(shards: list[str], max_points: int, seed: int = 0) -> np.ndarray:
     """All clip features of the shards, or a uniform random sample of `max_points` rows."""
-    rows = [np.load(io.BytesIO(s["features.npy"])) for s in wds.WebDataset(shards, shardshuffle=False, empty_check=False)]
+    # every shard, whatever the process: (wds.WebDataset would split shards by rank under DDP, in prepare_data)
+    samples = wds.tarfile_to_samples()({"url": u} for u in shards)
+    rows = [np.load(io.BytesIO(s["features.npy"])) for s in samples if "features.npy" in s]
     if not rows:
         raise ValueError(f"no clip features in {shards[0]} ... ({len(shards)} shards)")
     x = np.concatenate(rows).astype(np.float32)

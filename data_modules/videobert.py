@@ -120,12 +120,14 @@ class VideoBertDataModule(L.LightningDataModule):
                  batch_size: int = 32,
                  num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
-                 max_visual_words: int = 16, mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                 max_visual_words: int = 16, mask_prob: float = 0.15, val_mask_prob: float | None = None, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1,
                  video_input: str = "words", test_task: str = "zero_shot", task: str | None = None,
                  task_options: dict | None = None, max_skip_rate: float = 0.05, skip_check_after: int = 100,
                  seed: int = 0):
-        """`task`: a fine-tuning task of `videobert.tasks.TASKS` (sentiment, captioning): train, val and test
+        """`val_mask_prob`: the masking rate of validation (default: `mask_prob`); fix it when comparing runs
+        that train with different masking rates (e.g. a sweep), or a lower rate also means an easier test.
+        `task`: a fine-tuning task of `videobert.tasks.TASKS` (sentiment, captioning): train, val and test
         stream its examples; `task_options`: its Data stage's settings (e.g. `{inputs: video}`).
         `thumbnails`: shards holding the test videos' bytes under the same keys (the raw shards of
         `videobert data shards`), for the clip images of the example tables; without it, no images."""
@@ -290,7 +292,8 @@ class VideoBertDataModule(L.LightningDataModule):
         return loader
 
     def val_dataloader(self):
-        builder = self.task_data or self._builder()  # (a fresh StreamState: the same masks every validation)
+        # (a fresh StreamState: the same masks every validation)
+        builder = self.task_data or self._builder(self.hparams.val_mask_prob)
         return self._stream("val", self._sets("val"), builder, builder.collate, "exact", self.hparams.val_batches,
                             self.hparams.seed + 1, 0, StreamState())
 
@@ -316,9 +319,10 @@ class VideoBertDataModule(L.LightningDataModule):
                              "gathered across ranks yet: run it with --trainer.devices 1")
         return self.test_data.metrics()
 
-    def _builder(self) -> SequenceBuilder:
+    def _builder(self, mask_prob: float | None = None) -> SequenceBuilder:
         hp = self.hparams
-        return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, hp.mask_prob,
+        mask_prob = hp.mask_prob if mask_prob is None else mask_prob
+        return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, mask_prob,
                                tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
                                max_subsample=hp.max_subsample, features=self.features)
 

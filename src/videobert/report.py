@@ -1,9 +1,10 @@
 """`videobert report`: every evaluation task on trained checkpoints, written as one markdown table.
 
 Runs `videobert test` in this process for each (experiment, task) whose checkpoint exists at
-`runs/<experiment>/latest/checkpoints/last.ckpt`, and writes the metrics next to chance level and, for
-orientation only, the paper's YouCook2 numbers (different data). `make results` trains both quickstart
-experiments first.
+`runs/<experiment>/latest/checkpoints/last.ckpt`; fine-tunes the quickstart checkpoint on each task of
+experiments/finetune/ (`videobert fit`, then `videobert test`); and writes the metrics next to chance level
+and, for orientation only, the paper's YouCook2 numbers (different data). `make results` trains both
+quickstart experiments first.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%",  # YouCook2, Sun et al. 2019, Table 1
          "captioning/bleu4": "4.33", "captioning/meteor": "11.94", "captioning/rouge_l": "28.80",  # Table 4
          "captioning/cider": "0.55"}
+FINETUNES = {"sentiment": "sentiment.yaml", "sentiment_video": "sentiment_video_only.yaml",  # (from quickstart)
+             "captioning": "captioning.yaml"}
 TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
          "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to predict)
 ROWS = [  # (task, metric, chance metric or value, what it is)
@@ -35,6 +38,8 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("text_to_video", "top5", "chance_top5", "a step's visual words from its narration, top-5"),
     ("sentiment", "acc", "majority_acc", "sentiment accuracy, fine-tuned (baseline: majority label)"),
     ("sentiment", "macro_f1", "majority_macro_f1", "sentiment macro-F1, fine-tuned (baseline: majority label)"),
+    ("sentiment_video", "acc", "majority_acc", "sentiment accuracy, video only (baseline: majority label)"),
+    ("sentiment_video", "macro_f1", "majority_macro_f1", "sentiment macro-F1, video only (baseline: majority label)"),
     ("captioning", "bleu4", None, "captioning BLEU-4, fine-tuned (pycocoevalcap)"),
     ("captioning", "meteor", None, "captioning METEOR"),
     ("captioning", "rouge_l", None, "captioning ROUGE-L"),
@@ -52,6 +57,23 @@ def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
                           "--trainer.enable_progress_bar=false"])
     wandb.finish()
     prefix = f"test/{task}/"
+    return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
+
+
+def finetune(name: str, pretrained: Path) -> dict[str, float]:
+    """Fine-tune `pretrained` with experiments/finetune/<FINETUNES[name]> (a run of its own), then test it."""
+    import wandb
+
+    from .cli import lightning_main
+
+    args = ["--config", "experiments/quickstart.yaml", "--config", f"experiments/finetune/{FINETUNES[name]}",
+            f"--model.init_args.pretrained={pretrained}", "--trainer.enable_progress_bar=false"]
+    fit = lightning_main(["fit", *args])
+    wandb.finish()
+    ckpt = Path(fit.trainer.default_root_dir) / "checkpoints/last.ckpt"
+    cli = lightning_main(["test", *args, f"--ckpt_path={ckpt}", "--trainer.logger=false", "--trainer.callbacks=[]"])
+    wandb.finish()
+    prefix = f"test/{name.split('_')[0]}/"
     return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
@@ -88,6 +110,8 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
             missing.append(str(ckpt))
             continue
         results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
+        if exp == "quickstart":
+            results[exp].update({name: finetune(name, ckpt) for name in FINETUNES})
     if not results:
         raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
     text = ["# Results on the built-in corpus", "",

@@ -1,7 +1,7 @@
 """Fine-tuning a pretrained VideoBERT: thin LightningModules for the tasks that train a head.
 
     videobert fit --config experiments/quickstart.yaml --config experiments/finetune/sentiment.yaml \
-        --model.init_args.pretrained=runs/quickstart/checkpoints/last.ckpt
+        --model.init_args.pretrained=runs/quickstart/latest/checkpoints/last.ckpt
 
 `pretrained` (required) is a `videobert fit` checkpoint of the VideoBERT pretraining module or a
 `videobert export` folder; its vocabulary and variant (visual words or CBT features) must be the

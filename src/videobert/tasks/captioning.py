@@ -35,8 +35,8 @@ class CaptioningData:
 
     task, finetune, unit = "captioning", True, "sentences"  # unit: one example per sentence
 
-    def __init__(self, tokenizer, vocab, truth: dict | None = None, max_visual_words: int = 16,
-                 features: bool = False, max_text_tokens: int = 32):
+    def __init__(self, tokenizer, vocab, max_visual_words: int = 16, features: bool = False,
+                 max_text_tokens: int = 32):
         self.tok, self.vocab, self.features = tokenizer, vocab, features
         self.max_visual, self.max_text = max_visual_words, max_text_tokens
 

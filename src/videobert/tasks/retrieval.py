@@ -158,9 +158,10 @@ class RetrievalMetrics(nn.Module):
         # a step whose narration is word for word another's (fillers, common phrasings) answers it too
         same = torch.tensor([[a == b for b in texts] for a in texts])
         out = {"chance_r1": float(same.float().mean())}
-        for name, scores in (("dual", dual), ("cross", self._reranked(model, dual, True, data, device))):
+        cross = self._reranked(model, dual, True, data, device)
+        for name, scores in (("dual", dual), ("cross", cross)):
             out.update({f"{name}_t2v_{k}": x for k, x in recall_and_median(scores, same).items()})
-        self.rows = self._rows(scores, same, captions, clips)  # (text -> video, cross-encoder)
+        self.rows = self._rows(cross, same, captions, clips)  # (text -> video, cross-encoder)
         for name, scores in (("dual", dual.T), ("cross", self._reranked(model, dual.T, False, data, device))):
             out.update({f"{name}_v2t_{k}": x for k, x in recall_and_median(scores, same).items()})
         out["pairs"] = float(len(dual))

@@ -30,8 +30,8 @@ class SentimentData:
 
     task, finetune, unit = "sentiment", True, "samples"  # unit: one example per video (index "samples")
 
-    def __init__(self, tokenizer, vocab, truth: dict | None = None, max_visual_words: int = 16,
-                 features: bool = False, max_text_tokens: int = 32, inputs: str = "video_text",
+    def __init__(self, tokenizer, vocab, max_visual_words: int = 16, features: bool = False,
+                 max_text_tokens: int = 32, inputs: str = "video_text",
                  classes: tuple[str, ...] = ("negative", "positive"), max_segments: int = 16,
                  label_field: str = "sentiment"):
         if inputs not in INPUTS:

@@ -1,10 +1,14 @@
 """Downstream-task metrics against references computed another way on hand-made cases."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from videobert.tasks.forecasting import ForecastingData
 from videobert.tasks.retrieval import ranks_from_scores, recall_and_median
+from videobert.tasks.steps import on_rank_zero
 
 
 def test_retrieval_ranks_and_recall_from_a_known_similarity_matrix():
@@ -85,3 +89,33 @@ def test_confusion_figure_is_saved_as_png(tmp_path):
     trainer = SimpleNamespace(default_root_dir=str(tmp_path), loggers=[])
     (path,) = publish(trainer, {"zero_shot/verb_confusion": img})
     assert path.name == "zero_shot_verb_confusion.png" and Image.open(path).size == img.size
+
+
+def _rank_zero_worker(rank: int, folder: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+
+    def score(x):
+        (Path(folder) / f"called-{rank}").touch()
+        return {"double": 2 * x, "rank": rank}
+
+    def fail():
+        raise ValueError("no java")
+
+    got = on_rank_zero(score, 21)
+    try:
+        on_rank_zero(fail)
+        failed = None
+    except ValueError as err:
+        failed = str(err)
+    (Path(folder) / f"result-{rank}.json").write_text(json.dumps([got, failed]))
+    dist.destroy_process_group()
+
+
+def test_on_rank_zero_computes_once_and_every_rank_gets_the_result(tmp_path):
+    torch.multiprocessing.spawn(_rank_zero_worker, args=(str(tmp_path),), nprocs=2)
+    assert sorted(p.name for p in tmp_path.glob("called-*")) == ["called-0"]  # rank 1 never ran it
+    for rank in (0, 1):  # rank 0's result, and rank 0's error raised on every rank (no rank left waiting)
+        assert json.loads((tmp_path / f"result-{rank}.json").read_text()) == [{"double": 42, "rank": 0}, "no java"]
+    assert on_rank_zero(lambda x: x + 1, 1) == 2  # one process: just the call

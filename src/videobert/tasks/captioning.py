@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sequences import IGNORE, build_sequence, collate
-from .steps import clip_mids, clip_token_ids
+from .steps import clip_mids, clip_token_ids, gather_objects, on_rank_zero
 
 
 class CaptioningData:
@@ -178,17 +178,9 @@ def caption_scores(references: list[str], predictions: list[str]) -> dict[str, f
     return {"bleu4": float(bleu[3]), "meteor": float(met), "rouge_l": float(rouge), "cider": float(cider)}
 
 
-def _gather(items: list) -> list:
-    """Every rank's items, on every rank (a no-op in one process)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return items
-    parts = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(parts, items)
-    return [x for part in parts for x in part]
-
-
 class CaptioningMetrics(nn.Module):
-    """Greedy captions of every test segment, scored at the end with `caption_scores` (gathered over ranks)."""
+    """Greedy captions of every test segment, gathered over ranks and scored at the end with `caption_scores`
+    (on rank 0, the scores sent to the others)."""
 
     def __init__(self, tokenizer, num_examples: int = 20):
         super().__init__()
@@ -199,11 +191,13 @@ class CaptioningMetrics(nn.Module):
             self.rows.append({"video": key, "span": list(span), "reference": ref, "generated": self.tok.decode(ids)})
 
     def compute(self, model=None) -> dict[str, float]:
-        rows, self.rows = sorted(_gather(self.rows), key=lambda r: (r["video"], r["span"])), []
+        rows = sorted((r for part in gather_objects(self.rows) for r in part), key=lambda r: (r["video"], r["span"]))
+        self.rows = []
         if not rows:
             raise RuntimeError("captioning got no segments: check the test shards (sentences with clips)")
         self._examples = rows[: self.num_examples]
-        scores = caption_scores([r["reference"] for r in rows], [r["generated"] for r in rows])
+        # (every rank holds all rows; one rank runs the Java scorers, not one JVM per GPU)
+        scores = on_rank_zero(caption_scores, [r["reference"] for r in rows], [r["generated"] for r in rows])
         return {**scores, "segments": float(len(rows))}
 
     def examples(self) -> list[dict]:

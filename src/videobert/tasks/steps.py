@@ -1,5 +1,6 @@
 """What every evaluation task reads from a held-out video: its ground-truth steps, the clips and the
-narration inside a step, and the token ids of the clips; plus gathering a task's items across ranks."""
+narration inside a step, and the token ids of the clips; plus gathering a task's items across ranks and
+computing on rank 0 for all."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,3 +57,23 @@ def gather_objects(obj) -> list:
         dist.all_gather_object(out, obj)
         return out
     return [obj]
+
+
+def on_rank_zero(fn, *args):
+    """`fn(*args)` computed on rank 0 alone and sent to every rank (every rank must call this), for work that
+    must not run once per rank (e.g. one Java process per GPU); an exception on rank 0 is raised on all."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return fn(*args)
+    out = [None]
+    if dist.get_rank() == 0:
+        try:
+            out = [(fn(*args), None)]
+        except Exception as err:  # (sent on, so the other ranks fail with it instead of waiting forever)
+            out = [(None, err)]
+    dist.broadcast_object_list(out, src=0)
+    result, err = out[0]
+    if err is not None:
+        raise err
+    return result

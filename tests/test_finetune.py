@@ -8,12 +8,15 @@ import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from PIL import Image
 
 from videobert.cli import lightning_main
 from videobert.finetune import load_encoder
 from videobert.tasks.captioning import CaptioningData, caption_scores
+from videobert.tasks.figures import GAP, HEADER, THUMB
 from videobert.tasks.sentiment import SentimentData, SentimentMetrics
 from videobert.text import TextTokenizer
+from videobert.thumbnails import Clip
 from videobert.vq import VisualVocab
 
 from .conftest import tiny_data_args
@@ -37,6 +40,15 @@ def pretrained(quickstart_cache, tmp_path_factory) -> Path:
                     "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
                     "init_args: {save_last: true}}]"])
     return next(out.glob("**/checkpoints/last.ckpt"))
+
+
+def _examples_with_thumbnails(run_dir: Path, task: str) -> list[dict]:
+    """The task's published example rows; checks that the PNG grid shows real frames in its first clip cell."""
+    rows = json.loads(next(run_dir.glob(f"**/{task}_examples.json")).read_text())
+    png = np.asarray(Image.open(next(run_dir.glob(f"**/{task}_examples.png"))))
+    assert len(np.unique(png[HEADER + GAP:HEADER + GAP + THUMB, GAP:GAP + THUMB][..., 0])) > 10  # a frame, not grey
+    assert rows and all(1 <= len(r["clips"]) <= 4 and {c["video"] for c in r["clips"]} == {r["video"]} for r in rows)
+    return rows
 
 
 def _finetune(cache, pretrained, run_dir, configs, extra=()):
@@ -63,13 +75,16 @@ def test_sentiment_fine_tunes_and_tests_both_variants(quickstart_cache, pretrain
         assert 0.0 <= res["test/sentiment/acc"] <= 1.0 and 0.0 <= res["test/sentiment/macro_f1"] <= 1.0
         assert res["test/sentiment/videos"] == len(labels)
         assert res["test/sentiment/majority_acc"] == pytest.approx(share)
+        rows = _examples_with_thumbnails(tmp_path / configs[-1], "sentiment")
+        assert all(r["true"] in labels and r["predicted"] in labels and 0.5 <= r["confidence"] <= 1 for r in rows)
+        assert len(rows) == len(labels)  # (4 test videos, up to 8 shown)
 
 
 def test_captioning_fine_tunes_generates_and_scores(quickstart_cache, pretrained, tmp_path):
     _, res = _finetune(quickstart_cache, pretrained, tmp_path, ["captioning.yaml"])
     for key in ("bleu4", "meteor", "rouge_l", "cider"):
         assert np.isfinite(float(res[f"test/captioning/{key}"])), key
-    rows = json.loads(next(tmp_path.glob("**/captioning_examples.json")).read_text())
+    rows = _examples_with_thumbnails(tmp_path, "captioning")
     narration = {c for p in (quickstart_cache / "corpus/test").glob("*.vtt") for c in p.read_text().splitlines()}
     assert rows and all(r["reference"] in narration and isinstance(r["generated"], str) for r in rows)
 
@@ -77,8 +92,13 @@ def test_captioning_fine_tunes_generates_and_scores(quickstart_cache, pretrained
 def test_macro_f1_and_majority_baseline_by_hand():
     metrics = SentimentMetrics(["negative", "positive"])
     label, pred = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 0, 1, 0])
-    metrics.update(lambda batch: torch.nn.functional.one_hot(pred, 2).float(), {"label": label})
+    clips = [[Clip(f"v{i}", 0, 0.0, 1.5)] for i in range(5)]
+    metrics.update(lambda batch: torch.nn.functional.one_hot(pred, 2).float(),
+                   {"label": label, "keys": [f"v{i}" for i in range(5)], "clips": clips})
     out = metrics.compute()
+    assert [(r["video"], r["true"], r["predicted"]) for r in metrics.examples()][:2] == [
+        ("v0", "negative", "negative"), ("v1", "negative", "positive")]
+    assert metrics.examples()[1]["confidence"] == pytest.approx(np.e / (1 + np.e))  # softmax of a one-hot row
     # class 0: tp 2, fp 1, fn 1 -> F1 2/3; class 1: tp 1, fp 1, fn 1 -> F1 1/2
     assert out["acc"] == pytest.approx(3 / 5) and out["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     # always "negative": class 0 precision 3/5, recall 1 -> F1 3/4; class 1 F1 0

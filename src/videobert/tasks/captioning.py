@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..sequences import IGNORE, build_sequence, collate
-from .steps import clip_mids, clip_token_ids, gather_objects, on_rank_zero
+from ..thumbnails import clips_of, spread
+from .steps import clip_mids, clip_token_ids, gather_objects, on_rank_zero, video_key
 
 
 class CaptioningData:
@@ -47,15 +48,15 @@ class CaptioningData:
                            "json: captioning needs the reference captions ([{start, end, text}])")
         sents = [s for s in meta["sentences"] if s["text"].strip()]
         words = clip_token_ids(self.tok, self.vocab, video["features"], self.features)
-        mids = clip_mids(meta)
+        mids, key = clip_mids(meta), video_key(video)
         for s, text in zip(sents, self.tok.encode_batch([s["text"] for s in sents])):
             clips = np.flatnonzero((mids >= s["start"]) & (mids < s["end"]))[: self.max_visual]
             if not len(clips) or not text:
                 continue
             ids, seg = build_sequence([], words[clips], self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
             ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "align_label": IGNORE,
-                  "key": video["__key__"], "caption": text[: self.max_text], "reference": s["text"],
-                  "span": (s["start"], s["end"])}
+                  "key": key, "caption": text[: self.max_text], "reference": s["text"],
+                  "span": (s["start"], s["end"]), "clips": spread(clips_of(key, meta, clips), 4)}
             if self.features:
                 ex["visual_features"], ex["visual_offset"] = video["features"][clips], 2
             yield ex
@@ -75,7 +76,8 @@ class CaptioningData:
             cin[i, : 1 + len(e["caption"])] = torch.tensor([self.tok.cls_id, *e["caption"]])
             cout[i, : 1 + len(e["caption"])] = torch.tensor([*e["caption"], self.tok.sep_id])
         batch["caption_in"], batch["caption_out"], batch["task"] = cin, cout, self.task
-        batch["reference"], batch["span"] = [e["reference"] for e in examples], [e["span"] for e in examples]
+        for name in ("reference", "span", "clips"):
+            batch[name] = [e[name] for e in examples]
         return batch
 
     def head(self, encoder: nn.Module, dropout: float = 0.1, **kwargs) -> "Captioner":
@@ -187,8 +189,10 @@ class CaptioningMetrics(nn.Module):
         self.tok, self.num_examples, self.rows = tokenizer, num_examples, []
 
     def update(self, model: Captioner, batch: dict) -> None:
-        for key, span, ref, ids in zip(batch["keys"], batch["span"], batch["reference"], model.generate(batch)):
-            self.rows.append({"video": key, "span": list(span), "reference": ref, "generated": self.tok.decode(ids)})
+        for key, span, clips, ref, ids in zip(batch["keys"], batch["span"], batch["clips"], batch["reference"],
+                                              model.generate(batch)):
+            self.rows.append({"clips": clips, "video": key, "span": list(span), "reference": ref,
+                              "generated": self.tok.decode(ids)})
 
     def compute(self, model=None) -> dict[str, float]:
         rows = sorted((r for part in gather_objects(self.rows) for r in part), key=lambda r: (r["video"], r["span"]))
@@ -201,5 +205,5 @@ class CaptioningMetrics(nn.Module):
         return {**scores, "segments": float(len(rows))}
 
     def examples(self) -> list[dict]:
-        """Reference vs generated caption of the first segments (after `compute`)."""
+        """Some clips of the first segments, reference vs generated caption (after `compute`)."""
         return self._examples

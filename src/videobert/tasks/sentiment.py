@@ -10,6 +10,7 @@ sentence with its clips), so a video is encoded as its segments, each as in pret
 At most `max_segments` segments per video (evenly spaced). The label is the `sentiment` field of the
 video's `json` (the built-in corpus: positive when the dish turns out well, negative when it burns).
 Metrics: accuracy and macro-F1 (torchmetrics), next to the majority-class baseline of the same data.
+`examples()`: for the first videos, 4 evenly spaced clips, the true and the predicted label, its probability.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from ..sequences import IGNORE, build_sequence, collate
-from .steps import clip_mids, clip_token_ids
+from ..thumbnails import clips_of, spread
+from .steps import clip_mids, clip_token_ids, video_key
 
 INPUTS = ("video_text", "video")
 
@@ -73,7 +75,9 @@ class SentimentData:
             if self.features and len(clips):
                 seq["visual_features"], seq["visual_offset"] = video["features"][clips], len(ids) - 1 - len(clips)
             seqs.append(seq)
-        return {"sequences": seqs, "label": label, "key": video["__key__"]}
+        key = video_key(video)
+        shown = spread(clips_of(key, video["json"], range(len(video["features"]))), 4)
+        return {"sequences": seqs, "label": label, "key": key, "clips": shown}
 
     def __call__(self, videos, rng: np.random.Generator | None = None):
         for video in videos:
@@ -84,7 +88,8 @@ class SentimentData:
         batch = collate([s for e in examples for s in e["sequences"]], self.tok.pad_id)
         batch["video_index"] = torch.tensor([i for i, e in enumerate(examples) for _ in e["sequences"]])
         batch["label"] = torch.tensor([e["label"] for e in examples])
-        batch["keys"], batch["task"] = [e["key"] for e in examples], self.task
+        batch["keys"], batch["clips"] = [e["key"] for e in examples], [e["clips"] for e in examples]
+        batch["task"] = self.task
         return batch
 
     def head(self, encoder: nn.Module, dropout: float = 0.1) -> "SentimentClassifier":
@@ -120,9 +125,9 @@ class SentimentMetrics(nn.Module):
     """Accuracy, macro-F1 and the majority-class baseline (what always answering the most frequent label of
     this split scores), all synced across ranks by torchmetrics."""
 
-    def __init__(self, classes: list[str]):
+    def __init__(self, classes: list[str], shown: int = 8):
         super().__init__()
-        n = len(classes)
+        n, self.classes, self.shown, self.rows = len(classes), classes, shown, []
         self.acc = MulticlassAccuracy(n, average="micro")
         self.f1 = MulticlassF1Score(n, average="macro")
         self.confusion = MulticlassConfusionMatrix(n)  # (its row sums: how often each label occurs)
@@ -133,6 +138,20 @@ class SentimentMetrics(nn.Module):
         self.acc.update(logits, batch["label"])
         self.f1.update(logits, batch["label"])
         self.confusion.update(logits.argmax(-1), batch["label"])
+        if len(self.rows) < self.shown and "clips" in batch:
+            self._keep_examples(batch, logits.float().softmax(-1))
+
+    def _keep_examples(self, batch: dict, probs: torch.Tensor) -> None:
+        confidence, predicted = probs.max(-1)
+        for n, (key, clips) in enumerate(zip(batch["keys"], batch["clips"])):
+            if len(self.rows) == self.shown:
+                break
+            self.rows.append({"clips": clips, "video": key, "true": self.classes[int(batch["label"][n])],
+                              "predicted": self.classes[int(predicted[n])], "confidence": float(confidence[n])})
+
+    def examples(self) -> list[dict]:
+        """The first videos of this rank: some of their clips, true and predicted label, its probability."""
+        return self.rows
 
     def compute(self, model=None) -> dict[str, float]:
         support = self.confusion.compute().sum(1).double()

@@ -71,6 +71,8 @@ def test_sentiment_fine_tunes_and_tests_both_variants(quickstart_cache, pretrain
     for configs in (["sentiment.yaml"], ["sentiment.yaml", "sentiment_video_only.yaml"]):
         fit, res = _finetune(quickstart_cache, pretrained, tmp_path / configs[-1], configs)
         assert "val/sentiment/acc" in fit.trainer.callback_metrics
+        stats = fit.trainer.callback_metrics  # the stream's counts, logged as in pretraining
+        assert stats["data/videos"] >= 4 * 4 and stats["data/skipped_samples"] == 0  # 4 steps of 4 videos
         assert fit.datamodule.task_data.inputs == ("video" if len(configs) == 2 else "video_text")
         assert 0.0 <= res["test/sentiment/acc"] <= 1.0 and 0.0 <= res["test/sentiment/macro_f1"] <= 1.0
         assert res["test/sentiment/videos"] == len(labels)
@@ -178,3 +180,21 @@ def test_results_table_has_fine_tuning_rows_next_to_the_paper():
     assert "| sentiment accuracy, fine-tuned (baseline: majority label) | 90.0% | 55.0% | - |" in lines
     assert "| captioning BLEU-4, fine-tuned (pycocoevalcap) | 12.0% | - | 4.33 |" in lines
     assert "| captioning CIDEr-D | 1.23 | - | 0.55 |" in lines
+
+
+def test_adamw_groups_and_warmup_then_linear_decay():
+    from videobert.training import adamw_warmup_decay
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+    net[1].weight.requires_grad_(False)  # (a frozen tensor is left out)
+    conf = adamw_warmup_decay(net.named_parameters(), lr=1.0, weight_decay=0.1, warmup_steps=2, total_steps=10)
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 2] and opt.param_groups[1]["weight_decay"] == 0.0
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.5, 1.0, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8])  # (10 - step) / 8
+    with pytest.raises(ValueError, match="set trainer.max_steps"):
+        adamw_warmup_decay(net.named_parameters(), 1.0, 0.1, 2, float("inf"))

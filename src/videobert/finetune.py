@@ -10,7 +10,6 @@ DataModule's. The DataModule's `task` gives the examples and, through its Data s
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +20,7 @@ from torch import nn
 from .model import VideoBert, VideoBertConfig
 from .pretrained import load_pretrained
 from .tasks.figures import publish_examples
+from .training import adamw_warmup_decay, log_data_stats, start_epoch
 
 
 def load_encoder(path: str, datamodule) -> VideoBert:
@@ -84,14 +84,10 @@ class FineTuneModule(L.LightningModule):
         rank_zero_info(f"{self.task}: fine-tuning {trained / 1e6:.2f}M parameters from {self.hparams.pretrained}")
 
     def on_train_epoch_start(self) -> None:
-        if hasattr(self.trainer.datamodule, "set_epoch"):
-            self.trainer.datamodule.set_epoch(self.current_epoch, self.global_step)
+        start_epoch(self)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        if "data_stats" in batch:  # videos read / bad samples skipped, summed over ranks
-            videos, skipped = self.trainer.strategy.reduce(batch["data_stats"].float(), reduce_op="sum").tolist()
-            if hasattr(self.trainer.datamodule, "count_skips"):
-                self.trainer.datamodule.count_skips(videos, skipped)
+        log_data_stats(self, batch)
         loss = self.net.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss
@@ -122,19 +118,9 @@ class FineTuneModule(L.LightningModule):
         rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<18} {v:8.4f}" for k, v in results.items()))
 
     def configure_optimizers(self):
-        params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
-        opt = torch.optim.AdamW([{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": self.hparams.weight_decay},
-                                 {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}], lr=self.hparams.lr)
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("set trainer.max_steps: the learning-rate schedule needs a finite number of steps")
-        warmup = min(self.hparams.warmup_steps, total // 2)
-
-        def schedule(step: int) -> float:  # linear warmup, then linear decay to zero
-            return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
-
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, schedule),
-                                                   "interval": "step"}}
+        hp = self.hparams
+        return adamw_warmup_decay(self.net.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
+                                  self.trainer.estimated_stepping_batches)
 
 
 class SentimentModule(FineTuneModule):

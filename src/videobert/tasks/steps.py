@@ -70,7 +70,7 @@ def on_rank_zero(fn, *args):
     if dist.get_rank() == 0:
         try:
             out = [(fn(*args), None)]
-        except Exception as err:  # (sent on, so the other ranks fail with it instead of waiting forever)
+        except Exception as err:  # noqa: BLE001  (sent on: the other ranks fail with it, not wait forever)
             out = [(None, err)]
     dist.broadcast_object_list(out, src=0)
     result, err = out[0]

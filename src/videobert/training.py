@@ -1,0 +1,48 @@
+"""What the pretraining (`module.py`) and fine-tuning (`finetune.py`) LightningModules do alike around
+their steps: reseed the training stream each epoch, count and log the videos the stream read and the bad
+samples it skipped, and AdamW with linear warmup and decay."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def start_epoch(module) -> None:
+    """Reseed the DataModule's stream (it reaches the stream before the epoch's iterator starts, epochs > 0)."""
+    dm = module.trainer.datamodule
+    if hasattr(dm, "set_epoch"):
+        dm.set_epoch(module.current_epoch, module.global_step)
+
+
+def log_data_stats(module, batch: dict) -> None:
+    """The batch's `data_stats` (videos read, bad samples skipped by the stream), summed over ranks: counted by
+    the DataModule (which may stop the run, on every rank at once) and logged per epoch as `data/videos` and
+    `data/skipped_samples`. Call it from `training_step` on every rank."""
+    if "data_stats" not in batch:
+        return
+    videos, skipped = module.trainer.strategy.reduce(batch["data_stats"].float(), reduce_op="sum").tolist()
+    if hasattr(module.trainer.datamodule, "count_skips"):
+        module.trainer.datamodule.count_skips(videos, skipped)
+    module.log_dict({"data/videos": videos, "data/skipped_samples": skipped}, on_step=False, on_epoch=True,
+                    reduce_fx="sum", batch_size=1)  # (already summed over ranks: no sync_dist)
+
+
+def adamw_warmup_decay(named_parameters, lr: float, weight_decay: float, warmup_steps: int, total_steps: float,
+                       betas: tuple[float, float] = (0.9, 0.999)) -> dict:
+    """`configure_optimizers`' answer: AdamW (no weight decay on biases and norms, the tensors with ndim < 2)
+    over the parameters that require grad, its learning rate warmed up linearly for `warmup_steps` (at most
+    half the run), then decayed linearly to zero at `total_steps`."""
+    if not math.isfinite(total_steps):
+        raise ValueError("set trainer.max_steps: the learning-rate schedule needs a finite number of steps")
+    params = [p for _, p in named_parameters if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=lr, betas=tuple(betas))
+    warmup = min(warmup_steps, int(total_steps) // 2)
+
+    def schedule(step: int) -> float:
+        return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videobert.tasks.figures import GAP, HEADER, THUMB, TEXT_WIDTH, example_grid, publish_examples
+from videobert.tasks.figures import GAP, HEADER, TEXT_WIDTH, THUMB, publish_examples
 from videobert.thumbnails import Clip, ThumbnailSource, nearest_per_word, read_feature_shards, visual_words_figure
 from videobert.video import iter_clips
 
@@ -49,6 +49,10 @@ def _video(root: Path, n: int = 1) -> tuple[str, bytes]:
         return member.name.split(".")[0], f.extractfile(member).read()
 
 
+def _features(root: Path) -> list[Path]:
+    return sorted((root / "features").glob("*.tar"))
+
+
 def test_thumbnail_is_the_middle_frame_the_extractor_saw(tiny):
     key, data = _video(tiny)
     clips = list(iter_clips(data, size=32))  # what feature extraction decodes: 30 frames at 20 fps per clip
@@ -58,7 +62,7 @@ def test_thumbnail_is_the_middle_frame_the_extractor_saw(tiny):
     for i, frame in zip(wanted, got):
         assert np.array_equal(frame, clips[i][2][15])  # frame 15 of 30: the clip's middle time
     assert not np.array_equal(got[1], clips[3][2][14])  # (a neighbouring frame differs: the check can fail)
-    meta = next(m for k, _, m in read_feature_shards(tiny / "features") if k == key)
+    meta = next(m for k, _, m in read_feature_shards(_features(tiny)) if k == key)
     assert meta["clips"][3] == pytest.approx(list(clips[3][:2]))  # the feature shard's spans are those clips
 
 
@@ -98,7 +102,7 @@ def test_example_grid_png_has_a_band_per_row_with_the_thumbnails(tiny, tmp_path)
 
 
 def test_visual_words_figure_shows_the_clips_nearest_each_centroid(tiny, tmp_path):
-    videos = read_feature_shards(tiny / "features")
+    videos = read_feature_shards(_features(tiny))
     assert len(videos) == 4
     feats = np.concatenate([f for _, f, _ in videos])
     _, first, count = np.unique(feats, axis=0, return_index=True, return_counts=True)
@@ -110,10 +114,14 @@ def test_visual_words_figure_shows_the_clips_nearest_each_centroid(tiny, tmp_pat
     for w, row in enumerate(rows):
         assert (firsts[w].video, firsts[w].index) == order[row]
     assert sum(n for _, n, _ in picked) == len(feats)  # every clip is assigned to one of the three words
-    img = visual_words_figure(tiny / "features", centroids, ThumbnailSource(tiny / "raw", size=32), words=3,
-                              per_word=4)
+    assert nearest_per_word(videos, centroids, 3, 4, chunk_floats=5 * len(centroids)) == picked  # 5 clips a chunk
+    source = ThumbnailSource(tiny / "raw", size=32)
+    img = visual_words_figure(_features(tiny), centroids, source, words=3, per_word=4)
     assert img.size == (GAP + TEXT_WIDTH + 4 * (THUMB + GAP) + GAP, HEADER + 3 * (THUMB + 2 * GAP))
-    assert example_grid  # (the same layout as the example grids)
+    # row 1, first clip cell: the clip nearest the most used word, as in the example grids
+    cell = np.asarray(img)[HEADER + GAP:HEADER + GAP + THUMB, GAP + TEXT_WIDTH:GAP + TEXT_WIDTH + THUMB]
+    frame = Image.fromarray(source([picked[0][2][0]])[0]).resize((THUMB, THUMB))
+    assert np.abs(cell.astype(int) - np.asarray(frame)).max() == 0
 
 
 def test_whole_set_tasks_on_two_ranks_equal_one_process(tiny, tmp_path):
@@ -150,3 +158,25 @@ def test_visual_words_from_the_datamodule_at_the_end_of_a_run(tiny, tmp_path):
     bare.setup("test")
     trainer.datamodule, trainer.default_root_dir = bare, str(tmp_path / "bare")
     assert publish_visual_words(trainer) is None and not (tmp_path / "bare").exists()
+
+
+def test_visual_words_read_the_test_split_as_the_stream_resolves_it(tiny, tmp_path, caplog):
+    from data_modules import VideoBertDataModule
+    from videobert.thumbnails import local_test_shards, publish_visual_words
+
+    tars = _features(tiny)
+    first, last = (t.stem.rsplit("-", 1)[1] for t in (tars[0], tars[1]))
+    brace = str(tars[0].parent / f"{tars[0].stem.rsplit('-', 1)[0]}-{{{first}..{last}}}.tar")
+
+    def dm(test_shards):
+        return VideoBertDataModule(test_shards=test_shards, tokenizer=str(tiny / "tokenizer/vocab.txt"),
+                                   visual_vocab=str(tiny / "visual_vocab.npz"), thumbnails=str(tiny / "raw"))
+
+    assert local_test_shards(dm(brace)) == tars[:2]
+    assert local_test_shards(dm([{"urls": brace}, {"urls": str(tars[3])}])) == [*tars[:2], tars[3]]
+    remote = dm(f"pipe:cat {tars[0]}")  # readable by the stream, but not a local file to index
+    remote.setup("test")
+    trainer = SimpleNamespace(datamodule=remote, is_global_zero=True, default_root_dir=str(tmp_path), loggers=[])
+    with caplog.at_level(logging.WARNING):
+        assert publish_visual_words(trainer) is None and not (tmp_path / "visual_words.png").exists()
+    assert any("no local .tar shards" in r.message for r in caplog.records)

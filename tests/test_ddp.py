@@ -26,7 +26,7 @@ def shards(tmp_path_factory):
 def clean_env() -> dict:
     """No distributed variables inherited from the parent, the repo importable, W&B offline."""
     drop = {"MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK"}
-    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("PL_", "TORCHELASTIC"))}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith(("PL_", "TORCHELASTIC", "VIDEOBERT_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
     env["WANDB_MODE"] = "offline"
     return env

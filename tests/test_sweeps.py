@@ -147,6 +147,8 @@ def test_sweep_file_valid_and_drawn_values_in_range(path):
             spec = cfg["parameters"][key]
             if "values" in spec:
                 assert value in spec["values"], (key, value)
+            elif "value" in spec:  # a fixed setting (e.g. the validation masking rate)
+                assert value == spec["value"], (key, value)
             else:
                 assert spec["min"] <= value <= spec["max"], (key, value)
         if "model.hidden_size" in expected(params):  # width choices must give whole attention heads
@@ -182,5 +184,6 @@ def test_drawn_values_reach_every_ddp_rank(path, workdir, tmp_path):
     records = [json.loads((tmp_path / f"probe/rank{r}.json").read_text()) for r in (0, 1)]
     assert [(r["rank"], r["world_size"]) for r in records] == [(0, 2), (1, 2)]
     assert [Path(r["root_dir"]).name for r in records] == ["sweeptest"] * 2  # one run folder: the agent's run id
+    assert Path(records[0]["root_dir"]).parent.name == "quickstart_sweep"  # runs/quickstart/latest untouched
     for record in records:
         check_run(record, params)

@@ -57,7 +57,7 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
     assert saved["model"]["init_args"]["lr"] == 3e-3 and saved["trainer"]["max_steps"] == 4  # overrides included
     record = json.loads((run_dir / "run.json").read_text())
     assert record["git"]["commit"] and isinstance(record["git"]["dirty"], bool)
-    assert record["versions"]["torch"] == torch.__version__.split("+")[0] or record["versions"]["torch"].startswith("2.")
+    assert record["versions"]["torch"] == torch.__version__ and record["versions"]["lightning"]
     assert record["derived"] == {"world_size": 1, "accumulate_grad_batches": 1, "steps_per_epoch": 4,
                                  "global_batch_size": 8, "tokens_per_step_max": 8 * cli.datamodule.max_sequence_length()}
     assert config["experiment"]["model"]["init_args"]["lr"] == 3e-3 and config["derived"]["global_batch_size"] == 8
@@ -92,22 +92,41 @@ def test_same_seed_same_losses_step_by_step(quickstart_cache, tmp_path):
     assert sorted(losses[0]) == list(range(6)) and losses[0] == losses[1]  # every step, bit for bit
 
 
-def test_run_id_sources(monkeypatch):
-    for var in ("SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID", "LOCAL_RANK"):
+def test_run_id_sources(monkeypatch, tmp_path):
+    from jsonargparse import Namespace
+
+    for var in ("SLURM_JOB_ID", "SLURM_STEP_ID", "TORCHELASTIC_RUN_ID", "WANDB_RUN_ID", "WANDB_SWEEP_ID",
+                "VIDEOBERT_RUN_ID", "VIDEOBERT_RUN_ID_PID"):
         monkeypatch.delenv(var, raising=False)
     assert shared_run_id("mine") == "mine"
-    monkeypatch.setenv("WANDB_RUN_ID", "sweep1")
-    assert shared_run_id(None) == "sweep1"
+    monkeypatch.setenv("WANDB_RUN_ID", "byhand")
+    assert shared_run_id(None) == "byhand"
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun without --rdzv-id: not shared, skipped
-    assert shared_run_id(None) == "sweep1"
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    assert shared_run_id(None) == "slurm-42"
+    assert shared_run_id(None) == "byhand"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job7")
+    assert shared_run_id(None) == "torchrun-job7"
+    monkeypatch.setenv("SLURM_JOB_ID", "42")  # an allocation without srun: not one run
+    assert shared_run_id(None) == "torchrun-job7"
+    monkeypatch.setenv("SLURM_STEP_ID", "3")
+    assert shared_run_id(None) == "slurm-42.3"
     monkeypatch.setenv("WANDB_SWEEP_ID", "s")  # a sweep agent inside a SLURM job: one folder per agent run
-    assert shared_run_id(None) == "sweep1"
-    monkeypatch.delenv("WANDB_SWEEP_ID")
+    assert shared_run_id(None) == "byhand"
+    monkeypatch.setenv("VIDEOBERT_RUN_ID", "from-launcher")  # exported by the parent to the ranks it starts
+    monkeypatch.setenv("VIDEOBERT_RUN_ID_PID", str(os.getppid()))
     monkeypatch.setenv("LOCAL_RANK", "1")
-    monkeypatch.setenv("VIDEOBERT_RUN_ID", "from-launcher")
     assert shared_run_id(None) == "from-launcher"
+    monkeypatch.delenv("LOCAL_RANK")  # a process the exporter started otherwise (a script's subprocess): its own
+    assert shared_run_id(None) == "byhand"
+    monkeypatch.delenv("VIDEOBERT_RUN_ID")
+
+    def placed(subcommand):
+        config = Namespace(trainer=Namespace(default_root_dir=str(tmp_path), logger=None, callbacks=None))
+        return Path(place_run(config, subcommand)).name
+
+    # later runs of one process with an id from the environment: their own folders; tests never a fit's
+    first, second, test = placed("fit"), placed("fit"), placed("test")
+    assert first.startswith("byhand") and len({first, second, test}) == 3 and test.endswith("-test")
+    assert os.environ["VIDEOBERT_RUN_ID_PID"] == str(os.getpid())  # this process placed it: not "inherited"
 
 
 def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path):
@@ -121,7 +140,9 @@ def test_resume_from_a_missing_checkpoint_is_a_clear_error(tmp_path):
 
 def test_atomic_checkpoint_survives_a_failed_write(tmp_path, monkeypatch):
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    (tmp_path / ".0123456789ab.partial").write_bytes(b"left by a killed process")
     io.save_checkpoint({"step": 1}, path)
+    assert not list(tmp_path.glob(".*.partial"))  # swept at this process's first save here
 
     def torn(obj, f, *a, **kw):
         f.write(b"half a checkpoint")
@@ -132,7 +153,7 @@ def test_atomic_checkpoint_survives_a_failed_write(tmp_path, monkeypatch):
         io.save_checkpoint({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
-    assert [p.name for p in tmp_path.iterdir() if "last" in p.name] == ["last.ckpt"]  # what `--ckpt_path last` sees
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # the torn write removed; `last` finds only this
 
 
 def test_sigkill_mid_run_then_resume_continues(quickstart_cache, tmp_path):

@@ -136,14 +136,15 @@ class VideoBertModule(L.LightningModule):
         if not hasattr(self.trainer.datamodule, "test_evaluator"):
             raise ValueError("testing needs a VideoBertDataModule (it builds the test task's metrics): pass datamodule=")
         self.evaluator = self.trainer.datamodule.test_evaluator().to(self.device)
-        self.task = None
+        self.task, self.test_batches = self.trainer.datamodule.hparams.test_task, 0
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.task = batch["task"]
+        self.test_batches += 1
         self.evaluator.update(self.model, batch)
 
     def on_test_epoch_end(self) -> None:
-        if self.task is None:
+        # counted over all ranks, so every rank raises alike (a rank may get no batch of a small test set)
+        if self.trainer.strategy.reduce(torch.tensor(float(self.test_batches), device=self.device), reduce_op="sum") == 0:
             raise RuntimeError("the test set produced no examples: check test shards and ground truth")
         results = self.evaluator.compute(self.model)  # (first: some tasks pick their examples from its scores)
         if hasattr(self.evaluator, "figures"):

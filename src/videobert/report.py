@@ -14,8 +14,8 @@ from pathlib import Path
 PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%",  # YouCook2, Sun et al. 2019, Table 1
          "captioning/bleu4": "4.33", "captioning/meteor": "11.94", "captioning/rouge_l": "28.80",  # Table 4
          "captioning/cider": "0.55"}
-FINETUNES = {"sentiment": "sentiment.yaml", "sentiment_video": "sentiment_video_only.yaml",  # (from quickstart)
-             "captioning": "captioning.yaml"}
+FINETUNES = {"sentiment": ["sentiment.yaml"], "sentiment_video": ["sentiment.yaml", "sentiment_video_only.yaml"],
+             "captioning": ["captioning.yaml"]}  # (yamls stacked on quickstart.yaml; from its checkpoint)
 TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
          "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to predict)
 ROWS = [  # (task, metric, chance metric or value, what it is)
@@ -61,13 +61,14 @@ def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
 
 
 def finetune(name: str, pretrained: Path) -> dict[str, float]:
-    """Fine-tune `pretrained` with experiments/finetune/<FINETUNES[name]> (a run of its own), then test it."""
+    """Fine-tune `pretrained` with the yamls of FINETUNES[name] (a run of its own), then test it."""
     import wandb
 
     from .cli import lightning_main
 
-    args = ["--config", "experiments/quickstart.yaml", "--config", f"experiments/finetune/{FINETUNES[name]}",
-            f"--model.init_args.pretrained={pretrained}", "--trainer.enable_progress_bar=false"]
+    stack = [arg for yaml in FINETUNES[name] for arg in ("--config", f"experiments/finetune/{yaml}")]
+    args = ["--config", "experiments/quickstart.yaml", *stack, f"--model.init_args.pretrained={pretrained}",
+            "--trainer.enable_progress_bar=false"]
     fit = lightning_main(["fit", *args])
     wandb.finish()
     ckpt = Path(fit.trainer.default_root_dir) / "checkpoints/last.ckpt"

@@ -253,5 +253,6 @@ def _mix(streams: list, probs: np.ndarray, rng: np.random.Generator):
     """Interleave iterators, drawing the next item's source by `probs`."""
     if len(streams) == 1:
         yield from streams[0]
+        return
     while True:
         yield next(streams[int(rng.choice(len(streams), p=probs))])

@@ -19,12 +19,14 @@ import json
 import subprocess
 import sys
 import time
+from collections import deque
 from importlib import metadata
 from pathlib import Path
 
 import lightning as L
 import yaml
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_warn
 
 PACKAGES = ("torch", "lightning", "torchmetrics", "wandb", "webdataset", "omegaconf", "jsonargparse", "numpy",
             "tokenizers", "av", "faiss-cpu", "transformers", "videobert")
@@ -69,7 +71,9 @@ class SaveRunConfig(SaveConfigCallback):
         if trainer.is_global_zero:
             run_dir = Path(trainer.default_root_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, str(run_dir / "config.yaml"), skip_none=False, overwrite=True)
+            resumes = len(list(run_dir.glob("config*.yaml")))  # a resumed run keeps its first config
+            name = "config.yaml" if not resumes else f"config.resume-{resumes}.yaml"
+            self.parser.save(self.config, str(run_dir / name), skip_none=False, overwrite=True)
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
@@ -80,7 +84,12 @@ class SaveRunConfig(SaveConfigCallback):
         record = {"run_id": run_dir.name, "run_dir": str(run_dir), "command": trainer.state.fn.value if trainer.state.fn else None,
                   "git": git_state(Path(__file__).resolve().parent), "versions": package_versions(),
                   "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "started": time.time()}
-        _write_json(run_dir / "run.json", record)
+        path = run_dir / "run.json"
+        if path.exists():  # a resume: the first record stays, each session is listed
+            first = json.loads(path.read_text())
+            record = {**first, "sessions": [*first.get("sessions", []), {k: record[k] for k in
+                                                                           ("command", "git", "world_size", "started")}]}
+        _write_json(path, record)
         for logger in trainer.loggers:
             logger.log_hyperparams({"experiment": config, "run": record})
 
@@ -114,7 +123,10 @@ class RunRecord(L.Callback):
             for logger in trainer.loggers:
                 logger.save()  # flush the CSV before it is plotted
             save_curves(self.run_dir)
-        publish_visual_words(trainer)  # the paper's figure: clips nearest to some visual words (rank 0 draws)
+        try:  # the paper's figure: clips nearest to some visual words (rank 0 draws; no collectives)
+            publish_visual_words(trainer)
+        except Exception as err:  # noqa: BLE001 -- a figure must never fail a finished training run
+            rank_zero_warn(f"no visual-words figure: {type(err).__name__}: {err}")
 
     @staticmethod
     def derived(trainer: L.Trainer) -> dict:
@@ -163,31 +175,30 @@ def log_lineage(run, datamodule) -> None:
 
 
 class Throughput(L.Callback):
-    """`perf/samples_per_s` (all ranks) and `perf/data_wait_fraction`, averaged over each logging window."""
+    """`perf/samples_per_s` (all ranks) and `perf/data_wait_fraction` over the last `log_every_n_steps`
+    batches (a rolling window, so whichever step the loggers write covers a full window)."""
 
     def __init__(self):
         self._end = None
-        self._window = [0.0, 0.0, 0]  # waited, total seconds, samples
+        self._window: deque = deque()  # (waited, total seconds, samples) per batch
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._window = deque(maxlen=max(1, trainer.log_every_n_steps) * trainer.accumulate_grad_batches)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self._end is not None:
-            self._window[0] += now - self._end
-            self._window[1] += now - self._end
-        self._start = now
+        self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
-        self._window[1] += now - self._start
-        self._window[2] += len(batch["input_ids"]) if isinstance(batch, dict) and "input_ids" in batch else 0
+        waited = self._start - self._end if self._end is not None else 0.0
+        samples = len(batch["input_ids"]) if isinstance(batch, dict) and "input_ids" in batch else 0
+        self._window.append((waited, waited + now - self._start, samples))
         self._end = now
-        waited, total, samples = self._window
+        waited, total, samples = (sum(col) for col in zip(*self._window))
         if total > 0 and samples:
             pl_module.log_dict({"perf/samples_per_s": samples * trainer.world_size / total,
                                 "perf/data_wait_fraction": waited / total}, on_step=True, on_epoch=False,
                                batch_size=1)
-        if (trainer.global_step + 1) % max(1, trainer.log_every_n_steps) == 0:
-            self._window = [0.0, 0.0, 0]
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._end = None  # epoch boundaries and validation are not data waits

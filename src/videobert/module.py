@@ -6,7 +6,6 @@ yaml works for any tokenizer and visual vocabulary; they are stored in the check
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import lightning as L
 import torch
@@ -18,6 +17,7 @@ from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
 from .tasks.figures import publish, publish_examples
+from .training import adamw_warmup_decay, log_data_stats, start_epoch
 
 
 class VideoBertModule(L.LightningModule):
@@ -116,17 +116,10 @@ class VideoBertModule(L.LightningModule):
         return loss
 
     def on_train_epoch_start(self) -> None:
-        dm = self.trainer.datamodule
-        if hasattr(dm, "set_epoch"):  # reaches the stream before the epoch's iterator starts (epochs > 0)
-            dm.set_epoch(self.current_epoch, self.global_step)
+        start_epoch(self)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        if "data_stats" in batch:  # videos read / bad samples skipped by the stream, summed over ranks
-            videos, skipped = self.trainer.strategy.reduce(batch["data_stats"].float(), reduce_op="sum").tolist()
-            if hasattr(self.trainer.datamodule, "count_skips"):
-                self.trainer.datamodule.count_skips(videos, skipped)  # may stop the run: on every rank at once
-            self.log_dict({"data/videos": videos, "data/skipped_samples": skipped}, on_step=False, on_epoch=True,
-                          reduce_fx="sum", batch_size=1)
+        log_data_stats(self, batch)
         return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -157,18 +150,6 @@ class VideoBertModule(L.LightningModule):
         rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))
 
     def configure_optimizers(self):
-        decay = [p for n, p in self.model.named_parameters() if p.ndim >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=self.hparams.lr,
-                                betas=tuple(self.hparams.betas))
-        total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total):
-            raise ValueError("set trainer.max_steps: the learning-rate schedule needs a finite number of steps")
-        warmup = min(self.hparams.warmup_steps, total // 2)
-
-        def schedule(step: int) -> float:  # linear warmup, then linear decay to zero
-            return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total - step) / max(1, total - warmup))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        hp = self.hparams
+        return adamw_warmup_decay(self.model.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,
+                                  self.trainer.estimated_stepping_batches, hp.betas)

@@ -167,3 +167,14 @@ def test_stream_loader_hands_over_tensors_from_workers(data):
     assert len(batches) == 4 and all(isinstance(b["input_ids"], torch.Tensor) and b["input_ids"].dtype == torch.int64
                                      and b["attention_mask"].dtype == torch.bool and isinstance(b["keys"], list)
                                      for b in batches)
+
+
+def test_checkpoints_holding_shard_sets_load_with_weights_only(tmp_path):
+    """Lightning resumes with torch.load(weights_only=True); a DataModule configured with shard-set lists
+    stores ShardSets in the checkpoint's hparams."""
+    from videobert.streaming import ShardSet
+
+    torch.save({"datamodule_hyper_parameters": {"train_shards": [ShardSet("a/", 3.0), ShardSet("b/")]}},
+               tmp_path / "c.ckpt")
+    loaded = torch.load(tmp_path / "c.ckpt", weights_only=True)
+    assert loaded["datamodule_hyper_parameters"]["train_shards"] == [ShardSet("a/", 3.0), ShardSet("b/")]

@@ -47,6 +47,10 @@ class ShardSet:
     index: str | None = None
 
 
+# a DataModule's hparams (saved in every checkpoint) may hold ShardSets: let `torch.load(weights_only=True)`,
+# Lightning's default when resuming, rebuild them (plain data: strings and a float)
+torch.serialization.add_safe_globals([ShardSet])
+
 class StreamState:
     """Epoch and start step shared with DataLoader workers (also persistent ones) through shared memory."""
 

@@ -19,8 +19,7 @@ from torch import nn
 
 from .model import VideoBert, VideoBertConfig
 from .pretrained import load_pretrained
-from .tasks.figures import publish_examples
-from .training import adamw_warmup_decay, log_data_stats, start_epoch
+from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
 
 
 def load_encoder(path: str, datamodule) -> VideoBert:
@@ -111,11 +110,7 @@ class FineTuneModule(L.LightningModule):
         self.evaluator.update(self.net, batch)
 
     def on_test_epoch_end(self) -> None:
-        results = self.evaluator.compute()
-        if hasattr(self.evaluator, "examples") and self.trainer.is_global_zero:
-            publish_examples(self.trainer, self.task, self.evaluator.examples())
-        self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
-        rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<18} {v:8.4f}" for k, v in results.items()))
+        publish_test(self, self.task, self.evaluator, self.evaluator.compute())
 
     def configure_optimizers(self):
         hp = self.hparams

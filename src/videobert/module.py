@@ -16,8 +16,7 @@ from torchmetrics import MeanMetric
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
-from .tasks.figures import publish, publish_examples
-from .training import adamw_warmup_decay, log_data_stats, start_epoch
+from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
 
 
 class VideoBertModule(L.LightningModule):
@@ -140,14 +139,7 @@ class VideoBertModule(L.LightningModule):
         if self.trainer.strategy.reduce(torch.tensor(float(self.test_batches), device=self.device), reduce_op="sum") == 0:
             raise RuntimeError("the test set produced no examples: check test shards and ground truth")
         results = self.evaluator.compute(self.model)  # (first: some tasks pick their examples from its scores)
-        if hasattr(self.evaluator, "figures"):
-            figures = self.evaluator.figures()  # (every rank computes: the states are synced across ranks)
-            if self.trainer.is_global_zero:
-                publish(self.trainer, figures)
-        if hasattr(self.evaluator, "examples") and self.trainer.is_global_zero:
-            publish_examples(self.trainer, self.task, self.evaluator.examples())
-        self.log_dict({f"test/{self.task}/{k}": v for k, v in results.items()})
-        rank_zero_info(f"{self.task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))
+        publish_test(self, self.task, self.evaluator, results)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -1,11 +1,14 @@
 """What the pretraining (`module.py`) and fine-tuning (`finetune.py`) LightningModules do alike around
 their steps: reseed the training stream each epoch, count and log the videos the stream read and the bad
-samples it skipped, and AdamW with linear warmup and decay."""
+samples it skipped, AdamW with linear warmup and decay, and publishing a test task's results."""
 from __future__ import annotations
 
 import math
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from .tasks.figures import publish, publish_examples
 
 
 def start_epoch(module) -> None:
@@ -46,3 +49,17 @@ def adamw_warmup_decay(named_parameters, lr: float, weight_decay: float, warmup_
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def publish_test(module, task: str, evaluator, results: dict) -> None:
+    """The end of a test task on every rank: its figures and example table (rank 0 writes them to the run
+    folder and W&B; `figures()` is computed on every rank, its states are synced), its metrics logged as
+    `test/<task>/...`, and a summary in the log."""
+    if hasattr(evaluator, "figures"):
+        figures = evaluator.figures()
+        if module.trainer.is_global_zero:
+            publish(module.trainer, figures)
+    if hasattr(evaluator, "examples") and module.trainer.is_global_zero:
+        publish_examples(module.trainer, task, evaluator.examples())
+    module.log_dict({f"test/{task}/{k}": v for k, v in results.items()})
+    rank_zero_info(f"{task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))

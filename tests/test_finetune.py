@@ -178,7 +178,7 @@ def test_results_table_has_fine_tuning_rows_next_to_the_paper():
     lines = table({"quickstart": {"sentiment": {"acc": 0.9, "majority_acc": 0.55},
                                   "captioning": {"bleu4": 0.12, "cider": 1.234}}})
     assert "| sentiment accuracy, fine-tuned (baseline: majority label) | 90.0% | 55.0% | - |" in lines
-    assert "| captioning BLEU-4, fine-tuned (pycocoevalcap) | 12.0% | - | 4.33 |" in lines
+    assert "| captioning BLEU-4, fine-tuned (pycocoevalcap) | 12.00 | - | 4.33 |" in lines  # (x 100, as the paper)
     assert "| captioning CIDEr-D | 1.23 | - | 0.55 |" in lines
 
 

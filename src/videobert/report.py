@@ -85,6 +85,8 @@ def _cell(value: float | None, metric: str) -> str:
         return f"{value:.1f}"
     if metric == "cider":  # (a score, not a share: the paper's table gives it as is)
         return f"{value:.2f}"
+    if metric in ("bleu4", "meteor", "rouge_l"):  # x 100 without %, as the paper's captioning table
+        return f"{100 * value:.2f}"
     return f"{100 * value:.1f}%"
 
 

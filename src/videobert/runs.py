@@ -122,7 +122,7 @@ def place_run(config, subcommand: str, explicit_id: str | None = None) -> Path:
             run_id += f"-{subcommand}"
     run_id = explicit_id or run_id or shared_run_id(None)
     os.environ[RUN_ENV], os.environ[RUN_ENV + "_PID"] = run_id, str(os.getpid())
-    run_dir = root / run_id
+    run_dir = (root / run_id).absolute()  # (W&B resolves a relative dir against its service process's cwd)
     config.trainer.default_root_dir = str(run_dir)
     _point_loggers(config, run_dir, run_id, subcommand)
     for cb in _as_list(config.trainer.callbacks):

@@ -81,14 +81,15 @@ class SaveRunConfig(SaveConfigCallback):
     def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         run_dir = Path(trainer.default_root_dir)
-        record = {"run_id": run_dir.name, "run_dir": str(run_dir), "command": trainer.state.fn.value if trainer.state.fn else None,
+        command = trainer.state.fn.value if trainer.state.fn else None
+        record = {"run_id": run_dir.name, "run_dir": str(run_dir), "command": command,
                   "git": git_state(Path(__file__).resolve().parent), "versions": package_versions(),
                   "world_size": trainer.world_size, "num_nodes": trainer.num_nodes, "started": time.time()}
         path = run_dir / "run.json"
         if path.exists():  # a resume: the first record stays, each session is listed
             first = json.loads(path.read_text())
-            record = {**first, "sessions": [*first.get("sessions", []), {k: record[k] for k in
-                                                                           ("command", "git", "world_size", "started")}]}
+            session = {k: record[k] for k in ("command", "git", "world_size", "started")}
+            record = {**first, "sessions": [*first.get("sessions", []), session]}
         _write_json(path, record)
         for logger in trainer.loggers:
             logger.log_hyperparams({"experiment": config, "run": record})
@@ -114,7 +115,10 @@ class RunRecord(L.Callback):
             logger.log_hyperparams({"derived": derived})
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
-                log_lineage(logger.experiment, trainer.datamodule)
+                try:
+                    log_lineage(logger.experiment, trainer.datamodule)
+                except Exception as err:  # noqa: BLE001 -- lineage is a record; it must not stop training
+                    rank_zero_warn(f"W&B lineage artifacts not logged: {type(err).__name__}: {err}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from .thumbnails import publish_visual_words
@@ -145,8 +149,8 @@ class RunRecord(L.Callback):
 def log_lineage(run, datamodule) -> None:
     """Shards -> this run -> tokenizer, visual vocabulary (and the checkpoints WandbLogger logs with
     `log_model`). Offline, W&B cannot record an input, so the shards are logged as an artifact of the run
-    and named in the others' metadata. Local shard folders are referenced (`file://`, not uploaded, no checksum pass over the
-    corpus); other URLs are recorded in the artifact's metadata."""
+    and named in the others' metadata. Local shard folders are referenced (`file://`, not uploaded, no
+    checksum pass over the corpus); other URLs are recorded in the artifact's metadata."""
     import wandb
 
     inputs = datamodule.inputs() if hasattr(datamodule, "inputs") else {}
@@ -156,7 +160,8 @@ def log_lineage(run, datamodule) -> None:
                                 metadata={k: json.loads(json.dumps(v, default=str)) for k, v in splits.items()})
         for split, spec in splits.items():
             for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
-                local = Path(str(item.get("urls") if isinstance(item, dict) else item))
+                urls = item.get("urls") if isinstance(item, dict) else getattr(item, "urls", item)  # (or a ShardSet)
+                local = Path(str(urls))
                 if local.exists():  # (brace patterns and pipe: URLs: metadata only)
                     shards.add_reference(local.resolve().as_uri(), name=f"{split}/{i}", checksum=False)
         if run.offline:  # W&B marks inputs only online; offline, the shards are logged and named in metadata

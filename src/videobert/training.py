@@ -45,7 +45,9 @@ def adamw_warmup_decay(named_parameters, lr: float, weight_decay: float, warmup_
     warmup = min(warmup_steps, int(total_steps) // 2)
 
     def schedule(step: int) -> float:
-        return (step + 1) / max(1, warmup) if step < warmup else max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

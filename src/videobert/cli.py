@@ -33,16 +33,9 @@ def data_main(argv: list[str]) -> None:
 def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:
     """Write a training checkpoint as a standard folder (config.json, model.safetensors, vocab.txt,
     visual_vocab.npz). Tokenizer and visual vocabulary default to the ones the checkpoint's DataModule used."""
-    import torch
+    from .pretrained import export, model_from_checkpoint
 
-    from .model import VideoBert, VideoBertConfig
-    from .pretrained import export
-
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # never unpickles code
-    if "videobert_config" not in ckpt:
-        raise ValueError(f"{ckpt_path}: no videobert_config (not a VideoBertModule checkpoint, or an old one)")
-    model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    model, ckpt = model_from_checkpoint(ckpt_path)
     if tokenizer is None or (visual_vocab is None and not model.cfg.feature_dim):
         paths = _datamodule_paths(ckpt, ckpt_path)
         tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]

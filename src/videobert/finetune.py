@@ -17,8 +17,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from .model import VideoBert, VideoBertConfig
-from .pretrained import load_pretrained
+from .model import VideoBert
+from .pretrained import load_pretrained, model_from_checkpoint
 from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
 
 
@@ -28,13 +28,7 @@ def load_encoder(path: str, datamodule) -> VideoBert:
     if p.is_dir():
         model = load_pretrained(p)[0].train()
     elif p.is_file():
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)  # never unpickles code
-        if "videobert_config" not in ckpt:
-            raise ValueError(f"model.pretrained={path}: not a pretrained VideoBERT checkpoint (no videobert_config); "
-                             "expected a checkpoint of the VideoBERT pretraining module or a `videobert export` folder")
-        model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
-        model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()
-                               if k.startswith("model.")})
+        model = model_from_checkpoint(p)[0]
     else:
         raise FileNotFoundError(f"model.pretrained={path}: no such checkpoint file or export folder")
     cfg, sizes = model.cfg, datamodule.vocab_sizes()

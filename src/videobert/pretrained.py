@@ -166,3 +166,15 @@ def load_pretrained(folder: str | Path):
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     vocab = None if model.cfg.feature_dim else VisualVocab.load(folder / "visual_vocab.npz")
     return model.eval(), TextTokenizer(folder / "vocab.txt"), vocab
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[VideoBert, dict]:
+    """The encoder of a VideoBERT pretraining checkpoint (`videobert fit`), and the checkpoint itself.
+    Loaded with `weights_only` (never unpickles code) and memory-mapped (the optimizer state is not read)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if "videobert_config" not in ckpt:
+        raise ValueError(f"{path}: not a pretrained VideoBERT checkpoint (no videobert_config); expected a "
+                         "checkpoint of the VideoBERT pretraining module or a `videobert export` folder")
+    model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
+    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    return model, ckpt

@@ -47,35 +47,37 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
 ]
 
 
-def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
+def _run(subcommand: str, args: list[str]):
+    """One `videobert <subcommand>` in this process, its W&B run closed as the shell would."""
     import wandb
 
     from .cli import lightning_main
 
-    cli = lightning_main(["test", "--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
-                          f"--ckpt_path={ckpt}", "--trainer.logger=false", "--trainer.callbacks=[]",
-                          "--trainer.enable_progress_bar=false"])
+    cli = lightning_main([subcommand, *args])
     wandb.finish()
+    return cli
+
+
+def _test(args: list[str], task: str) -> dict[str, float]:
+    """`videobert test` (no logger, no callbacks): its `test/<task>/...` metrics."""
+    cli = _run("test", [*args, "--trainer.logger=false", "--trainer.callbacks=[]"])
     prefix = f"test/{task}/"
     return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
+def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
+    return _test(["--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
+                  f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], task)
+
+
 def finetune(name: str, pretrained: Path) -> dict[str, float]:
     """Fine-tune `pretrained` with the yamls of FINETUNES[name] (a run of its own), then test it."""
-    import wandb
-
-    from .cli import lightning_main
-
     stack = [arg for yaml in FINETUNES[name] for arg in ("--config", f"experiments/finetune/{yaml}")]
     args = ["--config", "experiments/quickstart.yaml", *stack, f"--model.init_args.pretrained={pretrained}",
             "--trainer.enable_progress_bar=false"]
-    fit = lightning_main(["fit", *args])
-    wandb.finish()
+    fit = _run("fit", args)
     ckpt = Path(fit.trainer.default_root_dir) / "checkpoints/last.ckpt"
-    cli = lightning_main(["test", *args, f"--ckpt_path={ckpt}", "--trainer.logger=false", "--trainer.callbacks=[]"])
-    wandb.finish()
-    prefix = f"test/{name.split('_')[0]}/"
-    return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
+    return _test([*args, f"--ckpt_path={ckpt}"], name.split("_")[0])
 
 
 def _cell(value: float | None, metric: str) -> str:

@@ -103,24 +103,10 @@ def place_run(config, subcommand: str, explicit_id: str | None = None) -> Path:
     """Choose this run's folder and id, and point the trainer, its loggers and checkpoints at it (in the
     parsed config, before anything is instantiated). Returns the run folder."""
     root = experiment_root(config, [str(c) for c in (config.get("config") or [])])
-    run_id = None
-    ckpt = config.get("ckpt_path")
-    if subcommand == "fit" and ckpt == "last":
-        previous = latest_run(root)
-        run_id = previous.name if previous else None
-    elif subcommand == "fit" and ckpt:
-        if not Path(ckpt).is_file():
-            raise FileNotFoundError(f"--ckpt_path {ckpt}: no such checkpoint")
-        run_id = checkpoint_run_id(ckpt)
-    if not (explicit_id or run_id or _inherited()):
-        placed, run_id = next(_PLACED), _environment_run_id()
-        if run_id is None:
-            run_id = new_run_id()
-        elif placed:  # a later run of this process (report, a script) must not reuse the first one's id
-            run_id += f"-{placed}"
-        if subcommand != "fit":  # never the folder of a training run
-            run_id += f"-{subcommand}"
-    run_id = explicit_id or run_id or shared_run_id(None)
+    if explicit_id or _inherited():  # (a launched rank: its launcher already resolved any resume)
+        run_id = shared_run_id(explicit_id)
+    else:
+        run_id = _resumed_id(config.get("ckpt_path"), subcommand, root) or _fresh_id(subcommand)
     os.environ[RUN_ENV], os.environ[RUN_ENV + "_PID"] = run_id, str(os.getpid())
     run_dir = (root / run_id).absolute()  # (W&B resolves a relative dir against its service process's cwd)
     config.trainer.default_root_dir = str(run_dir)
@@ -129,6 +115,29 @@ def place_run(config, subcommand: str, explicit_id: str | None = None) -> Path:
         if _cls(cb) == "ModelCheckpoint":
             cb.init_args.dirpath = _inside(run_dir, cb.init_args.get("dirpath") or "checkpoints")
     return run_dir
+
+
+def _resumed_id(ckpt: str | None, subcommand: str, root: Path) -> str | None:
+    """The run a `fit --ckpt_path last|<file>` continues (None: a new run)."""
+    if subcommand != "fit" or not ckpt:
+        return None
+    if ckpt == "last":
+        previous = latest_run(root)
+        return previous.name if previous else None
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"--ckpt_path {ckpt}: no such checkpoint")
+    return checkpoint_run_id(ckpt)
+
+
+def _fresh_id(subcommand: str) -> str:
+    """A new run's id: from the environment (`-<n>` for a later run of this process: report, a script) or new;
+    `-test` etc. for evaluations, which never share a training run's folder."""
+    placed, run_id = next(_PLACED), _environment_run_id()
+    if run_id is None:
+        run_id = new_run_id()
+    elif placed:
+        run_id += f"-{placed}"
+    return run_id if subcommand == "fit" else f"{run_id}-{subcommand}"
 
 
 def _point_loggers(config, run_dir: Path, run_id: str, subcommand: str) -> None:

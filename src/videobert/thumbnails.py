@@ -231,11 +231,7 @@ def publish_visual_words(trainer, words: int = 12, per_word: int = 8) -> Path | 
     if not test:
         warn_once("no visual-words figure: data.test_shards has no local .tar shards (remote or `pipe:` only)")
         return None
+    from .tasks.figures import publish  # (figures imports this module)
+
     img = visual_words_figure(test, vocab.centroids[-1], source, words, per_word)
-    path = Path(trainer.default_root_dir) / "visual_words.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    for logger in trainer.loggers:
-        if hasattr(logger, "log_image"):  # WandbLogger
-            logger.log_image(key="media/visual_words", images=[np.asarray(img)])
-    return path
+    return publish(trainer, {"visual_words": img}, prefix="media/")[0]

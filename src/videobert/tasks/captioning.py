@@ -28,7 +28,7 @@ from torch import nn
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of, spread
-from .steps import clip_mids, clip_token_ids, gather_objects, on_rank_zero, video_key
+from .steps import clip_mids, clip_token_ids, gather_objects, on_rank_zero, step_clips, video_key
 
 
 class CaptioningData:
@@ -50,7 +50,7 @@ class CaptioningData:
         words = clip_token_ids(self.tok, self.vocab, video["features"], self.features)
         mids, key = clip_mids(meta), video_key(video)
         for s, text in zip(sents, self.tok.encode_batch([s["text"] for s in sents])):
-            clips = np.flatnonzero((mids >= s["start"]) & (mids < s["end"]))[: self.max_visual]
+            clips = step_clips(mids, s, self.max_visual)
             if not len(clips) or not text:
                 continue
             ids, seg = build_sequence([], words[clips], self.tok.cls_id, self.tok.sep_id, self.tok.bridge_id)
@@ -75,7 +75,7 @@ class CaptioningData:
         for i, e in enumerate(examples):
             cin[i, : 1 + len(e["caption"])] = torch.tensor([self.tok.cls_id, *e["caption"]])
             cout[i, : 1 + len(e["caption"])] = torch.tensor([*e["caption"], self.tok.sep_id])
-        batch["caption_in"], batch["caption_out"], batch["task"] = cin, cout, self.task
+        batch["caption_in"], batch["caption_out"] = cin, cout
         for name in ("reference", "span", "clips"):
             batch[name] = [e[name] for e in examples]
         return batch

@@ -131,8 +131,8 @@ def _table_cell(value, frames: dict):
                        caption=", ".join(f"{c.video} #{c.index}" for c in clips))
 
 
-def publish(trainer, figures: dict[str, Image.Image]) -> list[Path]:
-    """Save each figure as `<default_root_dir>/<name>.png` and log it to every W&B logger."""
+def publish(trainer, figures: dict[str, Image.Image], prefix: str = "test/") -> list[Path]:
+    """Save each figure as `<default_root_dir>/<name>.png` and log it to every W&B logger as `<prefix><name>`."""
     out = Path(trainer.default_root_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -142,5 +142,5 @@ def publish(trainer, figures: dict[str, Image.Image]) -> list[Path]:
         paths.append(path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # WandbLogger
-                logger.log_image(key=f"test/{name}", images=[np.asarray(img)])
+                logger.log_image(key=f"{prefix}{name}", images=[np.asarray(img)])
     return paths

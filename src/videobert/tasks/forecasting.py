@@ -23,8 +23,6 @@ HORIZONS = (1, 2, 3)
 
 
 class ForecastingData:
-    task = "forecasting"
-
     def __init__(self, tokenizer, vocab, truth: dict | None = None, max_visual_words: int = 16, features: bool = False,
                  context: int = 8):
         if features:
@@ -52,7 +50,7 @@ class ForecastingData:
 
     def collate(self, examples: list[dict]) -> dict:
         batch = collate(examples, self.tok.pad_id)
-        batch["task"], batch["last"] = self.task, torch.as_tensor(np.array([e["last"] for e in examples]))
+        batch["last"] = torch.as_tensor(np.array([e["last"] for e in examples]))
         batch["window"], batch["video"] = [e["window"] for e in examples], [e["video"] for e in examples]
         return batch
 

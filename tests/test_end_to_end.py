@@ -48,6 +48,8 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
         assert key in metrics and metrics[key].isfinite(), key
     rows = list(csv.DictReader(open(glob.glob(f"{run}/csv/*/metrics.csv")[0])))
     assert any(r.get("val/align_acc") for r in rows)  # a local copy readable without W&B
+    val = [r for r in rows if r.get("val/align_auroc")]
+    assert val and all(0 <= float(r[f"val/align_{m}"]) <= 1 for r in val for m in ("balanced_acc", "auroc", "majority_acc"))
     assert glob.glob(f"{run}/wandb/offline-run-*/run-*.wandb")  # W&B offline, no server contacted
     ckpt = run / "ckpt/last.ckpt"
     assert ckpt.exists()
@@ -71,6 +73,9 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
     assert "zero_shot on held-out videos" in caplog.text
     run_dir = Path(cli.trainer.default_root_dir)  # <experiment folder>/<run id>-test
     assert run_dir.parent == tmp_path / "test" and (run_dir / "zero_shot_verb_confusion.png").exists()  # (no W&B needed)
+    saved = json.loads((run_dir / "zero_shot_results.json").read_text())
+    assert saved["steps"] > 0 and saved["verb_top1_ci_low"] <= saved["verb_top1"] <= saved["verb_top1_ci_high"]
+    assert res["test/zero_shot/verb_top1_ci_high"] == pytest.approx(saved["verb_top1_ci_high"])
     wandb.finish()
 
     for task, key in (("retrieval", "test/retrieval/cross_t2v_r10"), ("forecasting", "test/forecasting/t1_top5"),
@@ -79,6 +84,8 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
                               "--config", str(ROOT / f"experiments/eval/{task}.yaml"), f"--ckpt_path={ckpt}"])
         wandb.finish()
         assert 0.0 <= cli.trainer.callback_metrics[key] <= 1.0
+        if task == "retrieval":  # (plain VideoBERT: no loss trained its dual encoder, so it is not reported)
+            assert not any("dual" in k for k in cli.trainer.callback_metrics)
     examples = json.loads((Path(cli.trainer.default_root_dir) / "text_to_video_examples.json").read_text())
     assert examples and {"text", "predicted_words", "nearest_clips"} <= set(examples[0])
 
@@ -141,3 +148,8 @@ def test_cbt_variant_fits_and_runs_zero_shot(quickstart_cache, tmp_path):
     cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / "test", args), f"--ckpt_path={ckpt}"])
     wandb.finish()
     assert 0.0 <= cli.trainer.callback_metrics["test/zero_shot/verb_top1"] <= 1.0
+    cli = lightning_main(["test", *_cli_args(quickstart_cache, tmp_path / "retrieval", args), f"--ckpt_path={ckpt}",
+                          "--config", str(ROOT / "experiments/eval/retrieval.yaml")])
+    wandb.finish()
+    got = cli.trainer.callback_metrics  # (CBT trained its text and video means to match: the dual encoder counts)
+    assert {"test/retrieval/dual_t2v_r1", "test/retrieval/generative_t2v_r1", "test/retrieval/cross_t2v_r1"} <= set(got)

@@ -67,7 +67,10 @@ def _finetune(cache, pretrained, run_dir, configs, extra=()):
 def test_sentiment_fine_tunes_and_tests_both_variants(quickstart_cache, pretrained, tmp_path):
     truth = json.loads((quickstart_cache / "corpus/test/ground_truth.json").read_text())
     labels = [v["sentiment"] for v in truth["videos"].values()]
-    share = max(labels.count(c) for c in set(labels)) / len(labels)  # the majority baseline, counted here
+    train = [v["sentiment"] for v in json.loads((quickstart_cache / "corpus/train/labels.json").read_text()).values()]
+    counts = [train.count("negative"), train.count("positive")]
+    majority = ["negative", "positive"][int(np.argmax(counts))]  # the baseline's answer: the training videos'
+    share = labels.count(majority) / len(labels)  # and is scored on the test videos
     for configs in (["sentiment.yaml"], ["sentiment.yaml", "sentiment_video_only.yaml"]):
         fit, res = _finetune(quickstart_cache, pretrained, tmp_path / configs[-1], configs)
         assert "val/sentiment/acc" in fit.trainer.callback_metrics
@@ -77,6 +80,7 @@ def test_sentiment_fine_tunes_and_tests_both_variants(quickstart_cache, pretrain
         assert 0.0 <= res["test/sentiment/acc"] <= 1.0 and 0.0 <= res["test/sentiment/macro_f1"] <= 1.0
         assert res["test/sentiment/videos"] == len(labels)
         assert res["test/sentiment/majority_acc"] == pytest.approx(share)
+        assert fit.datamodule.task_data.train_counts == counts
         rows = _examples_with_thumbnails(tmp_path / configs[-1], "sentiment")
         assert all(r["true"] in labels and r["predicted"] in labels and 0.5 <= r["confidence"] <= 1 for r in rows)
         assert len(rows) == len(labels)  # (4 test videos, up to 8 shown)
@@ -92,7 +96,7 @@ def test_captioning_fine_tunes_generates_and_scores(quickstart_cache, pretrained
 
 
 def test_macro_f1_and_majority_baseline_by_hand():
-    metrics = SentimentMetrics(["negative", "positive"])
+    metrics = SentimentMetrics(["negative", "positive"], train_counts=[30, 10])  # training majority: negative
     label, pred = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 0, 1, 0])
     clips = [[Clip(f"v{i}", 0, 0.0, 1.5)] for i in range(5)]
     metrics.update(lambda batch: torch.nn.functional.one_hot(pred, 2).float(),
@@ -105,6 +109,12 @@ def test_macro_f1_and_majority_baseline_by_hand():
     assert out["acc"] == pytest.approx(3 / 5) and out["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     # always "negative": class 0 precision 3/5, recall 1 -> F1 3/4; class 1 F1 0
     assert out["majority_acc"] == pytest.approx(3 / 5) and out["majority_macro_f1"] == pytest.approx(3 / 8)
+    # the baseline is training's majority, not the test labels': "positive" in training scores 2 of 5 here
+    other = SentimentMetrics(["negative", "positive"], train_counts=[10, 30])
+    other.update(lambda batch: torch.nn.functional.one_hot(pred, 2).float(), {"label": label})
+    res = other.compute()
+    assert res["majority_acc"] == pytest.approx(2 / 5) and res["majority_macro_f1"] == pytest.approx(0.8 / 1.4 / 2)
+    assert "majority_acc" not in SentimentMetrics(["negative", "positive"]).compute()  # (no training counts)
 
 
 def _test_video(cache) -> dict:

@@ -69,12 +69,12 @@ def test_results_table_puts_metrics_next_to_baselines():
     from videobert.report import table
 
     results = {"quickstart": {"zero_shot": {"verb_top5": 0.9, "verb_top5_chance": 0.5},
-                              "retrieval": {"dual_t2v_median_rank": 3.0, "chance_r1": 0.01}},
+                              "retrieval": {"pool": 220.0, "chance_t2v_r1": 0.01}},
                "cbt_quickstart": {"zero_shot": {"verb_top5": 1.0, "verb_top5_chance": 0.5}}}
     lines = table(results)
     assert lines[0].startswith("| metric | quickstart | cbt_quickstart |")
     assert "| zero-shot verb top-5 | 90.0% | 100.0% | 50.0% | 43.3% |" in lines
-    assert "| text->video median rank, dual | 3.0 | - | - | - |" in lines
+    assert "| retrieval: candidate pool (steps of the test videos) | 220 | - | - | - |" in lines
     assert not any("noun" in line for line in lines)  # rows without any value are left out
 
 
@@ -83,12 +83,20 @@ def test_confusion_figure_is_saved_as_png(tmp_path):
 
     from PIL import Image
 
-    from videobert.tasks.figures import confusion_image, publish
+    from videobert.plots import confusion_figure, curves_figure, results_figure
+    from videobert.tasks.figures import publish
 
-    img = confusion_image(np.array([[3, 1], [0, 4]]), ["stir", "roll"], "verbs")
+    img = confusion_figure(np.array([[3, 1], [0, 4]]), ["stir", "roll"], "verbs")
     trainer = SimpleNamespace(default_root_dir=str(tmp_path), loggers=[])
     (path,) = publish(trainer, {"zero_shot/verb_confusion": img})
     assert path.name == "zero_shot_verb_confusion.png" and Image.open(path).size == img.size
+    pixels = np.asarray(img)
+    assert (pixels.min(-1) < 60).mean() > 0.001 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20  # drawn
+    rows = [{"step": str(s), "val/align_auroc": str(0.5 + s / 40)} for s in range(5)] + [{"step": "5", "x": ""}]
+    assert curves_figure(rows, ["val/align_auroc", "x"]).size[0] > 200 and curves_figure(rows, ["x"]) is None
+    bars = results_figure([{"label": "verb top-1", "value": 0.8, "low": 0.7, "high": 0.9, "baseline": 0.1},
+                           {"label": "F1", "value": 0.3, "low": None, "high": None, "baseline": None}])
+    assert bars.size[1] > 100
 
 
 def _rank_zero_worker(rank: int, folder: str) -> None:
@@ -119,3 +127,42 @@ def test_on_rank_zero_computes_once_and_every_rank_gets_the_result(tmp_path):
     for rank in (0, 1):  # rank 0's result, and rank 0's error raised on every rank (no rank left waiting)
         assert json.loads((tmp_path / f"result-{rank}.json").read_text()) == [{"double": 42, "rank": 0}, "no java"]
     assert on_rank_zero(lambda x: x + 1, 1) == 2  # one process: just the call
+
+
+def test_retrieval_chance_is_exact_and_relevance_follows_the_labels_not_the_words():
+    from itertools import permutations
+
+    from videobert.tasks.retrieval import chance_recall, named_labels
+
+    relevant = torch.tensor([[True, False, False, False], [True, True, False, False]])  # 1 and 2 of 4 relevant
+    assert chance_recall(relevant, 1) == pytest.approx((1 / 4 + 2 / 4) / 2)
+    assert chance_recall(relevant, 2) == pytest.approx(((1 - 3 / 6) + (1 - 1 / 6)) / 2)  # 1 - C(N-r,k)/C(N,k)
+    for k in (1, 2, 3):  # against every ordering of the 4 candidates
+        hits = [np.mean([any(relevant[q, list(order)[:k]]) for q in range(2)]) for order in permutations(range(4))]
+        assert chance_recall(relevant, k) == pytest.approx(np.mean(hits))
+    verbs, nouns = ["stir", "cut"], ["egg", "fish"]
+    assert named_labels("so now we're gonna cut the fish, then stir", verbs, nouns) == (["cut", "stir"], ["fish"])
+    assert named_labels("don't forget to subscribe", verbs, nouns) == ([], [])
+    # relevance: the same (verb, noun) whatever the sentence; a filler is no query
+    labels = torch.tensor([[1, 1], [1, 1], [0, 1]])
+    rel = (labels[[0]][:, None] == labels[None]).all(-1)
+    assert rel.tolist() == [[True, True, False]]
+
+
+def test_summary_coverage_by_hand_and_random_coverage_exactly():
+    from itertools import combinations
+
+    from videobert.tasks.summarization import coverage, random_coverage, select
+
+    steps = [{"verb": "cut", "noun": "egg", "start": 0.0, "end": 3.0}, {"verb": "stir", "noun": "egg", "start": 3.0, "end": 4.5},
+             {"verb": "cut", "noun": "egg", "start": 4.5, "end": 6.0}]  # 2 distinct pairs, one repeated
+    segments = [(0.0, 1.5), (1.5, 3.0), (3.0, 4.5), (4.5, 6.0)]
+    assert coverage([(0.0, 1.5), (4.5, 6.0)], steps) == 0.5  # the same step twice shows one of the two
+    assert coverage([(1.5, 3.0), (3.0, 4.5)], steps) == 1.0 and coverage([], steps) == 0.0
+    for m in (1, 2, 3):  # against every m-subset
+        expect = np.mean([coverage([segments[i] for i in c], steps) for c in combinations(range(4), m)])
+        assert random_coverage(segments, steps, m) == pytest.approx(expect)
+    # one clip per predicted action first: the best 2 of 1.5 s would be two "cut egg" clips
+    pairs = [("cut", "egg"), ("cut", "egg"), ("stir", "egg"), ("cut", "egg")]
+    assert select(segments, [0.9, 0.8, 0.5, 0.7], 3.0) == [(0.0, 1.5), (1.5, 3.0)]
+    assert select(segments, [0.9, 0.8, 0.5, 0.7], 3.0, pairs) == [(0.0, 1.5), (3.0, 4.5)]

@@ -139,7 +139,7 @@ def test_whole_set_tasks_on_two_ranks_equal_one_process(tiny, tmp_path):
         for name, value in one[task].items():
             assert two[task][name] == pytest.approx(value, abs=1e-6), (task, name)
         assert (tmp_path / f"two/{task}/{task}_examples.png").exists()  # rank 0 published the examples
-    assert one["retrieval"]["pairs"] > 4  # (enough steps that a per-rank share would change the ranks)
+    assert one["retrieval"]["pool"] > 4  # (enough steps that a per-rank share would change the ranks)
 
 
 def test_visual_words_from_the_datamodule_at_the_end_of_a_run(tiny, tmp_path):

@@ -58,11 +58,17 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
     record = json.loads((run_dir / "run.json").read_text())
     assert record["git"]["commit"] and isinstance(record["git"]["dirty"], bool)
     assert record["versions"]["torch"] == torch.__version__ and record["versions"]["lightning"]
+    sizes = cli.datamodule.vocab_sizes()
     assert record["derived"] == {"world_size": 1, "accumulate_grad_batches": 1, "steps_per_epoch": 4,
-                                 "global_batch_size": 8, "tokens_per_step_max": 8 * cli.datamodule.max_sequence_length()}
+                                 "global_batch_size": 8, "tokens_per_step_max": 8 * cli.datamodule.max_sequence_length(),
+                                 "text_vocab_size": sizes[0], "visual_vocab_size": sizes[1], "feature_dim": 0}
+    assert (config["derived"]["text_vocab_size"], config["derived"]["visual_vocab_size"]) == sizes  # (not null)
     assert config["experiment"]["model"]["init_args"]["lr"] == 3e-3 and config["derived"]["global_batch_size"] == 8
     assert config["run"]["git"]["commit"] == record["git"]["commit"]
     assert {"dataset", "tokenizer", "visual-vocabulary", "model"} <= {t for t, _ in logged}  # (offline: no inputs)
+    names = {t: n for t, n in logged}
+    assert wandb_id not in names["visual-vocabulary"] and wandb_id not in names["tokenizer"]  # (stable: versioned)
+    assert names["visual-vocabulary"] == f"visual-vocabulary-{quickstart_cache.parent.name}-{quickstart_cache.name}"
     assert (run_dir / "checkpoints/last.ckpt").exists() and list(run_dir.glob("csv/*/metrics.csv"))
     assert (run_dir / "curves.png").exists() and (run_dir / "visual_words.png").exists()  # plots without W&B
     assert not [f for f in run_dir.rglob("*") if f.is_file() and secret.encode() in f.read_bytes()]  # key stored nowhere
@@ -200,3 +206,13 @@ def test_sigkill_mid_run_then_resume_continues(quickstart_cache, tmp_path):
     recent = sum(before[s] for s in range(step - 3, step)) / 3
     resumed_mean = sum(after.values()) / len(after)
     assert abs(resumed_mean - recent) < abs(resumed_mean - start)  # it carries on; it is not back at the start
+
+
+def test_dataset_artifact_holds_the_stamps_that_change_on_a_rebuild(quickstart_cache):
+    from videobert.tracking import _add_stamps
+
+    added = []
+    artifact = type("Artifact", (), {"add_file": lambda self, path, name: added.append((Path(path), name))})()
+    _add_stamps(artifact, quickstart_cache / "features/train", "stamps/train/0")
+    assert added == [(quickstart_cache / "features/train/index.json", "stamps/train/0/index.json"),
+                     (quickstart_cache / "settings.json", "stamps/train/0/settings.json")]

@@ -32,7 +32,8 @@ def info_nce(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def pretraining_losses(model, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, tuple]]:
-    """-> ({name: loss}, {name: (predictions, targets)}) for mlm, mvm (or nce + xmodal) and align."""
+    """-> ({name: loss}, {name: (predictions, targets)}) for mlm, mvm (or nce + xmodal) and align; align's
+    tuple also holds the probability of "aligned" per pair (for AUROC)."""
     feats = batch.get("visual_features")
     hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], feats)
     labels = batch["labels"]
@@ -46,7 +47,8 @@ def pretraining_losses(model, batch: dict) -> tuple[dict[str, torch.Tensor], dic
     losses = {"mlm_loss": _masked_ce(mlm_logits, y[is_text]),
               "align_loss": _masked_ce(align_logits[has_align], batch["align_label"][has_align])}
     preds = {"mlm": (mlm_logits.argmax(-1), y[is_text]),
-             "align": (align_logits[has_align].argmax(-1), batch["align_label"][has_align])}
+             "align": (align_logits[has_align].argmax(-1), batch["align_label"][has_align],
+                       align_logits[has_align].float().softmax(-1)[:, 1])}
     if model.cfg.feature_dim:
         losses.update(_cbt_losses(model, batch, h[~is_text], sel & (labels >= n_text), preds))
     else:

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
+from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
@@ -85,6 +86,11 @@ class VideoBertModule(L.LightningModule):
                 layer.compile(dynamic=True)
         names = ("mlm", "align") + (("nce", "xmodal") if cfg.feature_dim else ("mvm",))
         self.metrics = nn.ModuleDict({f"{stage}_{name}": MeanMetric() for stage in ("train", "val") for name in names})
+        # validation alignment beyond accuracy (which the prior alone reaches): balanced accuracy and AUROC (0.5
+        # for any constant answer, exactly) and the share of aligned pairs (always answering "aligned", the
+        # training majority: negatives are drawn at data.negative_prob)
+        self.align_metrics = nn.ModuleDict({"balanced_acc": MulticlassAccuracy(2, average="macro"),
+                                            "auroc": BinaryAUROC(), "majority_acc": MeanMetric()})
         video = f"clip features of dim {cfg.feature_dim} (CBT)" if cfg.feature_dim else f"{cfg.visual_vocab_size} visual words"
         rank_zero_info(f"VideoBERT: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
                        f"vocabulary {cfg.text_vocab_size} text tokens, video as {video}")
@@ -107,12 +113,22 @@ class VideoBertModule(L.LightningModule):
         n = len(batch["input_ids"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, sync_dist=stage != "train")
         self.log_dict({f"{stage}/{k}": v for k, v in losses.items()}, batch_size=n, sync_dist=stage != "train")
-        for name, (pred, target) in preds.items():
+        for name, (pred, target, *_) in preds.items():
             if target.numel():  # accuracy: the share of predictions equal to their target
                 metric = self.metrics[f"{stage}_{name}"]
                 metric((pred == target).float())
                 self.log(f"{stage}/{name}_acc", metric, batch_size=n)
+        if stage == "val" and preds["align"][1].numel():
+            self._log_alignment(*preds["align"], n)
         return loss
+
+    def _log_alignment(self, pred: torch.Tensor, target: torch.Tensor, p_aligned: torch.Tensor, n: int) -> None:
+        m = self.align_metrics
+        m["balanced_acc"].update(pred, target)
+        m["auroc"].update(p_aligned, target)
+        m["majority_acc"].update((target == 1).float())
+        for name, metric in m.items():  # (torchmetrics sync their states over ranks at the epoch's end)
+            self.log(f"val/align_{name}", metric, on_step=False, on_epoch=True, batch_size=n)
 
     def on_train_epoch_start(self) -> None:
         start_epoch(self)

@@ -25,13 +25,21 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "noun_top5", "noun_top5_chance", "zero-shot noun top-5"),
     ("zero_shot", "verb_top1_unseen_pairs", "verb_top1_chance", "zero-shot verb top-1, verb-noun pairs unseen in training"),
     ("zero_shot", "noun_top1_unseen_pairs", "noun_top1_chance", "zero-shot noun top-1, verb-noun pairs unseen in training"),
-    ("retrieval", "dual_t2v_r1", "chance_r1", "text->video R@1, dual encoder"),
-    ("retrieval", "cross_t2v_r1", "chance_r1", "text->video R@1, cross-encoder rerank"),
-    ("retrieval", "dual_t2v_r10", None, "text->video R@10, dual encoder"),
-    ("retrieval", "dual_t2v_median_rank", None, "text->video median rank, dual"),
-    ("retrieval", "dual_v2t_r10", None, "video->text R@10, dual encoder"),
+    ("retrieval", "generative_t2v_r1", "chance_t2v_r1", "text->video R@1, generative (verb, noun at the template's [MASK]s)"),
+    ("retrieval", "cross_t2v_r1", "chance_t2v_r1", "text->video R@1, cross-encoder (alignment head), whole pool"),
+    ("retrieval", "dual_t2v_r1", "chance_t2v_r1", "text->video R@1, dual encoder (contrastively trained models only)"),
+    ("retrieval", "generative_t2v_r10", "chance_t2v_r10", "text->video R@10, generative"),
+    ("retrieval", "cross_t2v_r10", "chance_t2v_r10", "text->video R@10, cross-encoder"),
+    ("retrieval", "dual_t2v_r10", "chance_t2v_r10", "text->video R@10, dual encoder"),
+    ("retrieval", "generative_v2t_r1", "chance_v2t_r1", "video->text R@1, generative"),
+    ("retrieval", "cross_v2t_r1", "chance_v2t_r1", "video->text R@1, cross-encoder"),
+    ("retrieval", "dual_v2t_r1", "chance_v2t_r1", "video->text R@1, dual encoder"),
+    ("retrieval", "pool", None, "retrieval: candidate pool (steps of the test videos)"),
     ("forecasting", "t1_top1", "t1_repeat_last", "next visual word top-1 (baseline: repeat the last)"),
     ("forecasting", "t3_top1", "t3_repeat_last", "+3 clips visual word top-1 (baseline: repeat the last)"),
+    ("summarization", "coverage", "uniform_coverage", "summary: share of a video's distinct steps shown at 15% length (baseline: evenly spaced clips)"),
+    ("summarization", "random_coverage", None, "summary coverage of random clips (exact expectation)"),
+    ("summarization", "oracle_coverage", None, "summary coverage of the best possible selection (the budget caps it)"),
     ("summarization", "f1", "random_f1", "summary F1 at 15% length (baseline: random)"),
     ("summarization", "oracle_f1", None, "summary F1 of the best possible selection (the budget caps it)"),
     ("text_to_video", "top1", "most_frequent_top1", "a step's visual words from its narration, top-1 (baseline: most frequent)"),
@@ -80,11 +88,11 @@ def finetune(name: str, pretrained: Path) -> dict[str, float]:
     return _test([*args, f"--ckpt_path={ckpt}"], name.split("_")[0])
 
 
-def _cell(value: float | None, metric: str) -> str:
-    if value is None:
-        return "-"
+def _fmt(value: float, metric: str) -> str:
     if metric.endswith("median_rank"):
         return f"{value:.1f}"
+    if metric == "pool":
+        return f"{value:.0f}"
     if metric == "cider":  # (a score, not a share: the paper's table gives it as is)
         return f"{value:.2f}"
     if metric in ("bleu4", "meteor", "rouge_l"):  # x 100 without %, as the paper's captioning table
@@ -92,18 +100,58 @@ def _cell(value: float | None, metric: str) -> str:
     return f"{100 * value:.1f}%"
 
 
+def _cell(results: dict[str, float] | None, metric: str, task: str = "") -> str:
+    """A figure as the table shows it: value, its 95% interval and n where the task gives them."""
+    if not results or results.get(metric) is None:
+        return "-"
+    text = _fmt(results[metric], metric)
+    if f"{metric}_ci_low" in results:
+        lo, hi = (100 * results[f"{metric}_ci_{end}"] for end in ("low", "high"))
+        text += f" [{lo:.1f}, {hi:.1f}]"
+    n_key = _rates(task).get(metric)
+    if n_key and n_key in results:
+        text += f" n={int(results[n_key])}"
+    return text
+
+
+def _rates(task: str) -> dict[str, str]:
+    """The task's proportions and the key of their n (its metrics class's RATES)."""
+    from . import tasks
+
+    classes = {"zero_shot": tasks.ZeroShotMetrics, "retrieval": tasks.RetrievalMetrics,
+               "forecasting": tasks.ForecastingMetrics, "text_to_video": tasks.TextToVideoMetrics,
+               "sentiment": tasks.SentimentMetrics, "sentiment_video": tasks.SentimentMetrics}
+    if task == "summarization":  # (its intervals are bootstrapped over the videos)
+        return {name: "videos" for name in ("coverage", "uniform_coverage", "random_coverage", "f1", "uniform_f1",
+                                            "random_f1")}
+    return getattr(classes.get(task), "RATES", {})
+
+
 def table(results: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     exps = list(results)
     lines = ["| metric | " + " | ".join(exps) + " | chance / baseline | paper (YouCook2) |",
              "| --- |" + " --- |" * (len(exps) + 2)]
     for task, metric, base, label in ROWS:
-        cells = [_cell(results[e].get(task, {}).get(metric), metric) for e in exps]
+        cells = [_cell(results[e].get(task), metric, task) for e in exps]
         if all(c == "-" for c in cells):
             continue
-        base_val = next((results[e][task].get(base) for e in exps if base and task in results[e]), None)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cell(base_val, metric)} | "
+        base_of = next((results[e][task] for e in exps if base and base in results[e].get(task, {})), None)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_cell(base_of, base or '', task)} | "
                      f"{PAPER.get(f'{task}/{metric}', '-')} |")
     return lines
+
+
+def figure_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[dict]:
+    """The table's proportions that carry an interval, one bar each (experiment: label), baseline beside."""
+    rows = []
+    for exp, tasks in results.items():
+        for task, metric, base, label in ROWS:
+            got = tasks.get(task, {})
+            if f"{metric}_ci_low" in got:
+                rows.append({"label": f"{exp}: {label.split(' (')[0]}", "value": got[metric],
+                             "low": got[f"{metric}_ci_low"], "high": got[f"{metric}_ci_high"],
+                             "baseline": got.get(base) if base else None})
+    return rows
 
 
 def report(out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
@@ -123,7 +171,21 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
             f"Written by `videobert report` on {time.strftime('%Y-%m-%d')} from the checkpoints in `runs/`; "
             "`make results` trains and evaluates everything (2 CPU cores: about 20 minutes).",
             "Held-out test videos of the built-in procedural cooking corpus. The paper's column is YouCook2 "
-            "(real video): for orientation only, it is not comparable.", "", *table(results), ""]
+            "(real video): for orientation only, it is not comparable.", "",
+            "A proportion reads `value [95% Wilson interval] n=items` (zero-shot: action steps; retrieval: "
+            "text-video pairs; forecasting: windows; text_to_video: masked clips; sentiment: videos); summary F1's "
+            "interval is a bootstrap over the test videos. Chance levels are exact; text_to_video's "
+            "most-frequent word is the one most frequent in training. Not yet from training data: the sentiment "
+            "majority label (counted on the test videos). Steps of a video are correlated, so Wilson's interval "
+            "over steps is narrower than a bootstrap over videos would be.", "", *table(results), ""]
+    figure = figure_rows(results)
+    if figure:
+        from .plots import results_figure
+
+        png = Path(out).with_suffix(".png")
+        png.parent.mkdir(parents=True, exist_ok=True)
+        results_figure(figure).save(png)
+        text += ["", f"![every proportion with its 95% interval and baseline]({png.name})"]
     if "captioning" in results.get("quickstart", {}) and "meteor" not in results["quickstart"]["captioning"]:
         from .tasks.caption_metrics import find_java
 
@@ -132,5 +194,26 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
         text.append(f"Not evaluated (no checkpoint): {', '.join(missing)}.")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(text) + "\n")
+    log_to_wandb(results, Path(out))
     print(f"report: {len(results)} experiment(s) -> {out}")
     return Path(out)
+
+
+def log_to_wandb(results: dict[str, dict[str, dict[str, float]]], path: Path, save_dir: str = "runs/report") -> str:
+    """The report as a W&B run of its own (job type `report`; offline unless W&B is set up, as every command):
+    every figure in its summary as `<experiment>/<task>/<metric>`, one table with a row per figure, and the
+    markdown file as a `report` artifact (one name: W&B versions it). Returns the run's id."""
+    import wandb
+
+    Path(save_dir).mkdir(parents=True, exist_ok=True)
+    run = wandb.init(project="videobert", job_type="report", dir=save_dir, config={"experiments": list(results)})
+    flat = {f"{exp}/{task}/{k}": v for exp, tasks in results.items() for task, m in tasks.items() for k, v in m.items()}
+    run.summary.update(flat)
+    run.log({"report/results": wandb.Table(columns=["experiment", "task", "metric", "value"],
+                                            data=[[*key.split("/", 2), v] for key, v in flat.items()])})
+    artifact = wandb.Artifact("results", type="report")
+    artifact.add_file(str(path))
+    run.log_artifact(artifact)
+    run_id = run.id
+    run.finish()
+    return run_id

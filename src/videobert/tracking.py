@@ -16,6 +16,7 @@ Metric names are listed in docs/metrics.md.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -143,6 +144,10 @@ class RunRecord(L.Callback):
             out["global_batch_size"] = per_device * trainer.world_size * accumulate
             if hasattr(dm, "max_sequence_length"):  # padded length: an upper bound on the real tokens
                 out["tokens_per_step_max"] = out["global_batch_size"] * dm.max_sequence_length()
+        hp = getattr(trainer.lightning_module, "hparams", {})
+        for key in ("text_vocab_size", "visual_vocab_size", "feature_dim"):  # (known once the model is built:
+            if hp.get(key) is not None:  # the experiment config logged before holds null for them)
+                out[key] = hp[key]
         return out
 
 
@@ -164,6 +169,7 @@ def log_lineage(run, datamodule) -> None:
                 local = Path(str(urls))
                 if local.exists():  # (brace patterns and pipe: URLs: metadata only)
                     shards.add_reference(local.resolve().as_uri(), name=f"{split}/{i}", checksum=False)
+                    _add_stamps(shards, local, f"stamps/{split}/{i}")  # (copies: the reference has no checksum)
         if run.offline:  # W&B marks inputs only online; offline, the shards are logged and named in metadata
             run.log_artifact(shards)
         else:
@@ -171,12 +177,29 @@ def log_lineage(run, datamodule) -> None:
     for key, kind in (("tokenizer", "tokenizer"), ("visual_vocab", "visual-vocabulary")):
         path = Path(str(inputs.get(key) or ""))
         if inputs.get(key) and path.is_file():
-            art = wandb.Artifact(f"{kind}-{run.id}", type=kind,
+            art = wandb.Artifact(f"{kind}-{_slug(path.parent)}", type=kind,  # (one name per source: W&B versions it)
                                  metadata={"source": str(path), "shards": shards.name if splits else None})
             art.add_file(str(path))
             if key == "tokenizer" and path.with_name("tokenizer_config.json").is_file():
                 art.add_file(str(path.with_name("tokenizer_config.json")))
             run.log_artifact(art)
+
+
+def _slug(folder: Path) -> str:
+    """A stable artifact name part for a data folder: its last two path parts (data/quickstart -> data-quickstart)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(folder.resolve().parts[-2:])).strip("-")
+
+
+def _add_stamps(artifact, folder: Path, name: str) -> None:
+    """The small files that change whenever the data is rebuilt: the shard index, and the build's settings stamp
+    (in the folder or up to two folders above it, as the quickstart cache keeps it), so a rebuilt corpus gives
+    a new version of the dataset artifact although its shards are references without a checksum."""
+    if folder.is_dir() and (folder / "index.json").is_file():
+        artifact.add_file(str(folder / "index.json"), name=f"{name}/index.json")
+    for up in (folder, *list(folder.resolve().parents)[:2]):
+        if (up / "settings.json").is_file():
+            artifact.add_file(str(up / "settings.json"), name=f"{name}/settings.json")
+            break
 
 
 class Throughput(L.Callback):
@@ -212,44 +235,20 @@ class Throughput(L.Callback):
         self._end = None
 
 
-def curves_image(rows: list[dict], keys: list[str], panel=(320, 180)):
-    """Small multiples, one line chart per metric (x: step), drawn with Pillow: the run's plots for users
-    without W&B. `rows`: metrics CSV rows (Lightning's CSVLogger)."""
-    from PIL import Image, ImageDraw
-
-    series = {}
-    for key in keys:
-        pts = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if len(pts) >= 2:
-            series[key] = sorted(pts)
-    cols = min(3, max(1, len(series)))
-    img = Image.new("RGB", (panel[0] * cols, panel[1] * max(1, -(-len(series) // cols))), "white")
-    draw = ImageDraw.Draw(img)
-    for i, (key, pts) in enumerate(series.items()):
-        x0, y0 = (i % cols) * panel[0], (i // cols) * panel[1]
-        (s_lo, s_hi), (v_lo, v_hi) = [(min(c), max(c)) for c in zip(*pts)]
-        box = (x0 + 44, y0 + 20, x0 + panel[0] - 10, y0 + panel[1] - 22)
-        draw.rectangle(box, outline=(180, 180, 180))
-        scale = [((s - s_lo) / max(1, s_hi - s_lo), (v - v_lo) / ((v_hi - v_lo) or 1)) for s, v in pts]
-        draw.line([(box[0] + u * (box[2] - box[0]), box[3] - w * (box[3] - box[1])) for u, w in scale],
-                  fill=(30, 90, 200), width=2)
-        draw.text((x0 + 44, y0 + 4), key, fill="black")
-        draw.text((x0 + 2, box[1]), f"{v_hi:.3g}", fill="black")
-        draw.text((x0 + 2, box[3] - 10), f"{v_lo:.3g}", fill="black")
-        draw.text((box[0], box[3] + 4), f"step {s_lo}", fill="black")
-        draw.text((box[2] - 60, box[3] + 4), f"{s_hi}", fill="black")
-    return img
-
-
 def save_curves(run_dir: Path, keys=("train/loss", "val/loss", "train/mlm_acc", "val/mlm_acc", "val/align_acc",
-                                     "perf/samples_per_s")) -> Path | None:
+                                     "val/align_auroc", "perf/samples_per_s")) -> Path | None:
     """`<run>/curves.png` from every metrics CSV of the run (a resumed run has one per session)."""
     import csv
+
+    from .plots import curves_figure
 
     rows = [r for f in sorted(run_dir.glob("csv/*/metrics.csv")) for r in csv.DictReader(open(f))]
     present = [k for k in keys if any(r.get(k) for r in rows)]
     if not present:
         return None
+    image = curves_figure(rows, present)
+    if image is None:
+        return None
     path = run_dir / "curves.png"
-    curves_image(rows, present).save(path)
+    image.save(path)
     return path

@@ -3,11 +3,14 @@ their steps: reseed the training stream each epoch, count and log the videos the
 samples it skipped, AdamW with linear warmup and decay, and publishing a test task's results."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from .stats import with_intervals
 from .tasks.figures import publish, publish_examples
 
 
@@ -53,15 +56,33 @@ def adamw_warmup_decay(named_parameters, lr: float, weight_decay: float, warmup_
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def publish_test(module, task: str, evaluator, results: dict) -> None:
+def publish_test(module, task: str, evaluator, results: dict) -> dict:
     """The end of a test task on every rank: its figures and example table (rank 0 writes them to the run
-    folder and W&B; `figures()` is computed on every rank, its states are synced), its metrics logged as
-    `test/<task>/...`, and a summary in the log."""
+    folder and W&B; `figures()` is computed on every rank, its states are synced), its metrics with the 95%
+    interval of every proportion (`evaluator.RATES`) logged as `test/<task>/...` and written to
+    `<task>_results.json` in the run folder, and a summary in the log."""
+    results = with_intervals(results, getattr(evaluator, "RATES", {}))
     if hasattr(evaluator, "figures"):
         figures = evaluator.figures()
         if module.trainer.is_global_zero:
             publish(module.trainer, figures)
-    if hasattr(evaluator, "examples") and module.trainer.is_global_zero:
-        publish_examples(module.trainer, task, evaluator.examples())
+    if module.trainer.is_global_zero:
+        if hasattr(evaluator, "examples"):
+            publish_examples(module.trainer, task, evaluator.examples())
+        out = Path(module.trainer.default_root_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{task}_results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     module.log_dict({f"test/{task}/{k}": v for k, v in results.items()})
-    rank_zero_info(f"{task} on held-out videos:\n" + "\n".join(f"  {k:<22} {v:8.4f}" for k, v in results.items()))
+    rank_zero_info(f"{task} on held-out videos:\n" + summary(results))
+    return results
+
+
+def summary(results: dict[str, float]) -> str:
+    """One line per figure: the value, its 95% interval where it has one (the _ci_ keys fold into it)."""
+    lines = []
+    for k, v in results.items():
+        if k.endswith(("_ci_low", "_ci_high")):
+            continue
+        ci = f"  [{results[k + '_ci_low']:.4f}, {results[k + '_ci_high']:.4f}]" if k + "_ci_low" in results else ""
+        lines.append(f"  {k:<28} {v:8.4f}{ci}")
+    return "\n".join(lines)

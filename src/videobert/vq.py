@@ -18,8 +18,11 @@ import webdataset as wds
 class VisualVocab:
     """Maps (N, D) features to visual-word ids in [0, k ** levels)."""
 
-    def __init__(self, centroids: list[np.ndarray], k: int):
+    def __init__(self, centroids: list[np.ndarray], k: int, counts: np.ndarray | None = None):
+        """`counts`: (k ** levels,) training clips per word, of the clips the vocabulary was fit on (for
+        training-data baselines such as "always the most frequent word"; None in files from before)."""
         self.centroids = [c.astype(np.float32) for c in centroids]  # level l: (k ** (l + 1), D)
+        self.counts = None if counts is None else np.asarray(counts, np.int64)
         self.k, self.levels, self.dim = k, len(centroids), centroids[0].shape[1]
         self._sq = [(c * c).sum(1) for c in self.centroids]  # |c|^2: distances as |c|^2 - 2 c.x, as faiss
 
@@ -46,14 +49,15 @@ class VisualVocab:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, k=self.k, **{f"level{i}": c for i, c in enumerate(self.centroids)})
+        extra = {} if self.counts is None else {"counts": self.counts}
+        np.savez(tmp, k=self.k, **extra, **{f"level{i}": c for i, c in enumerate(self.centroids)})
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "VisualVocab":
         with np.load(path, allow_pickle=False) as f:
             levels = sorted(int(n[5:]) for n in f.files if n.startswith("level"))
-            return cls([f[f"level{i}"] for i in levels], int(f["k"]))
+            return cls([f[f"level{i}"] for i in levels], int(f["k"]), f["counts"] if "counts" in f.files else None)
 
 
 def _kmeans(x: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
@@ -103,9 +107,10 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
         raise FileNotFoundError(f"{features}: no .tar feature shards")
     x = load_features(shards, max_points, seed)
     vocab = hierarchical_kmeans(x, levels, k, niter, seed)
+    vocab.counts = np.bincount(vocab.words(x), minlength=vocab.size)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     vocab.save(out)
-    used = len(np.unique(vocab.words(x)))
+    used = int((vocab.counts > 0).sum())
     print(f"vocab: {levels} x {k} = {vocab.size} visual words from {len(x)} clip features "
           f"(dim {x.shape[1]}; {used} words used) -> {out}")
     (Path(out).with_suffix(".json")).write_text(json.dumps(

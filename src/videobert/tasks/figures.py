@@ -1,6 +1,7 @@
 """Evaluation figures as images: written as PNG into the run folder, and logged to W&B when it is on.
 
-Drawn with Pillow alone (no plotting library), so they work on any machine that runs the tests.
+The example grids of thumbnails are drawn with Pillow; plots (curves, confusion matrices, results) are
+matplotlib's, in `videobert.plots`.
 """
 from __future__ import annotations
 
@@ -13,27 +14,7 @@ from PIL import Image, ImageDraw
 
 from ..thumbnails import Clip, warn_once
 
-CELL, LABEL = 28, 64  # pixels per matrix cell, room for the row/column labels
 THUMB, GAP, HEADER, TEXT_WIDTH = 64, 4, 30, 200  # example grids: thumbnail side, spacing, header, text column
-
-
-def confusion_image(matrix: np.ndarray, labels: list[str], title: str) -> Image.Image:
-    """A confusion matrix (rows: truth, columns: prediction) as a white-to-blue grid with counts."""
-    n = len(labels)
-    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    img = Image.new("RGB", (LABEL + n * CELL + 4, LABEL + n * CELL + 4), "white")
-    draw = ImageDraw.Draw(img)
-    draw.text((4, 4), title, fill="black")
-    for i in range(n):
-        draw.text((4, LABEL + i * CELL + 8), labels[i][:9], fill="black")
-        draw.text((LABEL + i * CELL + 2, LABEL - 14 - (i % 2) * 12), labels[i][:5], fill="black")
-        for j in range(n):
-            shade = int(255 * (1 - norm[i, j]))
-            box = (LABEL + j * CELL, LABEL + i * CELL, LABEL + (j + 1) * CELL - 1, LABEL + (i + 1) * CELL - 1)
-            draw.rectangle(box, fill=(shade, shade, 255))
-            if matrix[i, j]:
-                draw.text((box[0] + 3, box[1] + 8), str(int(matrix[i, j])), fill="black" if shade > 110 else "white")
-    return img
 
 
 def _clips(value) -> list[Clip] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics import SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
@@ -59,6 +60,7 @@ class ForecastingData:
 
 
 class ForecastingMetrics(nn.Module):
+    RATES = {f"t{h}_{name}": "windows" for h in HORIZONS for name in ("top1", "top5", "repeat_last")}
     def __init__(self, text_vocab_size: int, visual_vocab_size: int, centroids: np.ndarray | None = None,
                  shown: int = 8):
         """`centroids`: (visual vocabulary size, D) leaf centroids, to show a clip for each predicted word."""
@@ -69,6 +71,7 @@ class ForecastingMetrics(nn.Module):
                                                                       average="micro")
                                   for h in HORIZONS for k in (1, 5)})
         self.repeat = nn.ModuleDict({f"t{h}": MulticlassAccuracy(visual_vocab_size, average="micro") for h in HORIZONS})
+        self.windows = SumMetric()  # test windows (summed over ranks): the n of every accuracy
 
     def update(self, model, batch: dict) -> None:
         hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
@@ -80,6 +83,7 @@ class ForecastingMetrics(nn.Module):
             for k in (1, 5):
                 self.acc[f"t{hz}_top{k}"].update(logits[:, i], y[:, i])
             self.repeat[f"t{hz}"].update(batch["last"] - self.text, y[:, i])
+        self.windows.update(float(len(y)))
         if len(self.rows) < self.shown and "window" in batch:
             self._keep_examples(batch, logits.argmax(-1).cpu().numpy(), y.cpu().numpy())
 
@@ -101,7 +105,8 @@ class ForecastingMetrics(nn.Module):
     def compute(self, model=None) -> dict[str, float]:
         out = {name: float(m.compute()) for name, m in self.acc.items()}
         out.update({f"t{hz}_repeat_last": float(self.repeat[f"t{hz}"].compute()) for hz in HORIZONS})
-        out.update({"chance_top1": 1 / self.size, "chance_top5": min(5, self.size) / self.size})
-        for m in (*self.acc.values(), *self.repeat.values()):
+        out.update({"chance_top1": 1 / self.size, "chance_top5": min(5, self.size) / self.size,
+                    "windows": float(self.windows.compute())})
+        for m in (*self.acc.values(), *self.repeat.values(), self.windows):
             m.reset()
         return out

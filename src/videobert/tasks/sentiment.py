@@ -41,6 +41,7 @@ class SentimentData:
         self.tok, self.vocab, self.features = tokenizer, vocab, features
         self.max_visual, self.max_text, self.inputs = max_visual_words, max_text_tokens, inputs
         self.classes, self.max_segments, self.field = list(classes), max_segments, label_field
+        self.train_counts: list[int] | None = None  # videos per label in the training shards (the DataModule's)
 
     def label(self, video: dict) -> int:
         meta, where = video["json"], f"{video.get('__url__', '?')}:{video.get('__key__', '?')}"
@@ -94,7 +95,14 @@ class SentimentData:
         return SentimentClassifier(encoder, len(self.classes), dropout)
 
     def metrics(self) -> "SentimentMetrics":
-        return SentimentMetrics(self.classes)
+        return SentimentMetrics(self.classes, self.train_counts)
+
+    def count_labels(self, metas) -> list[int]:
+        """Videos per label among sample json dicts (the training shards', for the majority baseline)."""
+        counts = [0] * len(self.classes)
+        for meta in metas:
+            counts[self.label({"json": meta, "__key__": meta.get("video_id", "?")})] += 1
+        return counts
 
 
 class SentimentClassifier(nn.Module):
@@ -120,12 +128,16 @@ class SentimentClassifier(nn.Module):
 
 
 class SentimentMetrics(nn.Module):
-    """Accuracy, macro-F1 and the majority-class baseline (what always answering the most frequent label of
-    this split scores), all synced across ranks by torchmetrics."""
+    """Accuracy, macro-F1 and the majority-class baseline: what always answering the label most frequent in
+    the training videos (`train_counts`; never the test labels) scores here; without training counts there
+    is no baseline. All synced across ranks by torchmetrics."""
 
-    def __init__(self, classes: list[str], shown: int = 8):
+    RATES = {"acc": "videos", "majority_acc": "videos"}
+
+    def __init__(self, classes: list[str], train_counts: list[int] | None = None, shown: int = 8):
         super().__init__()
         n, self.classes, self.shown, self.rows = len(classes), classes, shown, []
+        self.majority = None if not train_counts else int(np.argmax(train_counts))
         self.acc = MulticlassAccuracy(n, average="micro")
         self.f1 = MulticlassF1Score(n, average="macro")
         self.confusion = MulticlassConfusionMatrix(n)  # (its row sums: how often each label occurs)
@@ -151,12 +163,15 @@ class SentimentMetrics(nn.Module):
         """The first videos of this rank: some of their clips, true and predicted label, its probability."""
         return self.rows
 
+    RATES = {"acc": "videos"}
+
     def compute(self, model=None) -> dict[str, float]:
         support = self.confusion.compute().sum(1).double()
-        share = float(support.max() / support.sum().clamp_min(1))
-        out = {"acc": float(self.acc.compute()), "macro_f1": float(self.f1.compute()), "majority_acc": share,
-               # always the majority label: F1 2p/(1+p) on that class (precision p, recall 1), 0 on the others
-               "majority_macro_f1": 2 * share / (1 + share) / len(support), "videos": float(support.sum())}
+        out = {"acc": float(self.acc.compute()), "macro_f1": float(self.f1.compute()), "videos": float(support.sum())}
+        if self.majority is not None:
+            share = float(support[self.majority] / support.sum().clamp_min(1))  # (how often it is right here)
+            # always that label: F1 2p/(1+p) on its class (precision p, recall 1; 0 if p = 0), 0 on the others
+            out.update({"majority_acc": share, "majority_macro_f1": 2 * share / (1 + share) / len(support)})
         for m in (self.acc, self.f1, self.confusion):
             m.reset()
         return out

@@ -3,19 +3,30 @@
 Candidate segments are the 1.5 s clips. Each is scored from the model alone, by how confidently it
 names an action for the clip and its two neighbours: the zero-shot template `now let me show you how to
 [MASK] the [MASK]` is filled with those clips, and the score is the highest verb probability at the
-first [MASK] (idle scenes show no action). Segments are taken best first while they fit in
-`budget` (15% of the duration, TVSum/SumMe practice). F1 of the selected time against the ground-truth
-key time (the real steps), averaged over videos, next to the expected F1 of a random selection under
-the same budget and the best F1 any selection can reach (`oracle_f1`: the budget caps recall).
+first [MASK] (idle scenes show no action); the (verb, noun) it names is kept too. Segments are taken best
+first while they fit in `budget` (15% of the duration, TVSum/SumMe practice), first one per action the
+model names, then the rest (a summary shows what happens, not the same step three times).
+
+`coverage`: the share of a video's distinct steps (verb-noun pairs) that the summary shows (a chosen
+clip's middle inside a step of that pair), averaged over videos: the budget holds fewer clips than most
+videos have steps, so a summary must choose. Beside it: evenly spaced clips (`uniform_coverage`), a
+uniformly random set of as many clips (`random_coverage`, exact: 1 - C(N - c, m) / C(N, m) per pair with
+c of the N clips in it and m chosen) and the best any selection reaches (`oracle_coverage`). `f1`: of the
+selected time against the key time (every action step), next to a random selection's (`random_f1`) and
+the best reachable (`oracle_f1`: the budget caps recall); F1 cannot tell a good summary from a lucky one
+here, since every action step is key. Intervals: bootstrap over the test videos.
 Under DDP every rank gathers all videos' scores (each video is read by one rank) and computes the same
 result, in video-id order, as one process would.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
+from ..stats import bootstrap_mean
 from ..thumbnails import Clip, clips_of, spread
 from .steps import gather_objects, steps_of, video_key
 from .zero_shot import ZeroShotData
@@ -26,15 +37,45 @@ def overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float
     return sum(max(0.0, min(e1, e2) - max(s1, s2)) for s1, e1 in a for s2, e2 in b)
 
 
-def select(segments: list[tuple[float, float]], scores, budget: float) -> list[tuple[float, float]]:
-    """Best-scoring segments first, each kept if it still fits in `budget` seconds."""
+def select(segments: list[tuple[float, float]], scores, budget: float, labels: list | None = None) -> list:
+    """Best-scoring segments first, each kept if it still fits in `budget` seconds; with `labels` (what each
+    segment shows, e.g. its predicted verb-noun pair), one segment per label first, then the rest."""
+    order = list(np.argsort(-np.asarray(scores), kind="stable"))
+    if labels is not None:
+        first = {}
+        for i in order:
+            first.setdefault(labels[i], i)
+        order = list(first.values()) + [i for i in order if i not in set(first.values())]
     chosen, used = [], 0.0
-    for i in np.argsort(-np.asarray(scores), kind="stable"):
+    for i in order:
         length = segments[i][1] - segments[i][0]
         if used + length <= budget:
             chosen.append(segments[i])
             used += length
     return chosen
+
+
+def _pair_of(t: float, steps: list[dict]):
+    return next(((s["verb"], s["noun"]) for s in steps if s["start"] <= t < s["end"]), None)
+
+
+def coverage(selected: list[tuple[float, float]], steps: list[dict]) -> float:
+    """Share of the distinct (verb, noun) pairs of `steps` that some selected segment's middle falls in."""
+    pairs = {(s["verb"], s["noun"]) for s in steps}
+    if not pairs:
+        return 0.0
+    shown = {_pair_of((a + b) / 2, steps) for a, b in selected} - {None}
+    return len(shown & pairs) / len(pairs)
+
+
+def random_coverage(segments: list[tuple[float, float]], steps: list[dict], m: int) -> float:
+    """Exact expected coverage of m segments drawn uniformly without replacement from `segments`."""
+    pairs = {(s["verb"], s["noun"]) for s in steps}
+    if not pairs:
+        return 0.0
+    of = [_pair_of((a + b) / 2, steps) for a, b in segments]
+    n = len(segments)
+    return float(np.mean([1 - math.comb(n - of.count(p), m) / math.comb(n, m) for p in pairs]))
 
 
 def f1(selected, key) -> float:
@@ -80,9 +121,12 @@ class SummarizationMetrics(nn.Module):
     def update(self, model, batch: dict) -> None:
         hidden = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], batch.get("visual_features"))
         h = hidden[torch.arange(len(hidden), device=hidden.device), batch["mask_positions"][:, 0]]
-        conf = model.token_logits(h, batch["verb_candidates"]).softmax(-1).amax(-1).float().cpu()
-        for video, span, c, clip in zip(batch["video"], batch["span"], conf.tolist(), batch["clip"]):
-            self.scores.setdefault(video, []).append((tuple(span), c, clip))
+        conf, verb = model.token_logits(h, batch["verb_candidates"]).float().softmax(-1).max(-1)
+        h_noun = hidden[torch.arange(len(hidden), device=hidden.device), batch["mask_positions"][:, 1]]
+        noun = model.token_logits(h_noun, batch["noun_candidates"]).argmax(-1)
+        for video, span, c, clip, pair in zip(batch["video"], batch["span"], conf.tolist(), batch["clip"],
+                                              zip(verb.tolist(), noun.tolist())):
+            self.scores.setdefault(video, []).append((tuple(span), c, clip, pair))
 
     def compute(self, model=None) -> dict[str, float]:
         merged: dict[str, list] = {}
@@ -91,22 +135,39 @@ class SummarizationMetrics(nn.Module):
                 merged.setdefault(video, []).extend(items)
         if not merged:
             raise RuntimeError("summarization got no segments: check test shards and ground truth")
-        rng, ours, rand, oracle, self.rows = np.random.default_rng(0), [], [], [], []
+        self.rows, per_video = [], []
         for video in sorted(merged):
             items = sorted(merged[video], key=lambda i: i[0])  # (clip order)
-            info = self.truth["videos"][video]
-            key = [(s["start"], s["end"]) for s in info["steps"] if s["verb"] is not None]
-            segments, scores = [i[0] for i in items], [i[1] for i in items]
-            budget = self.budget * info["duration"]
-            chosen = select(segments, scores, budget)
-            ours.append(f1(chosen, key))
-            if len(self.rows) < self.shown:
-                self.rows.append(self._row(video, items, chosen, key, ours[-1]))
-            rand.append(np.mean([f1(select(segments, rng.random(len(segments)), budget), key) for _ in range(self.draws)]))
-            oracle.append(f1(select(segments, [overlap([s], key) for s in segments], budget), key))
+            per_video.append(self._video(video, items))
         self.scores = {}
-        return {"f1": float(np.mean(ours)), "random_f1": float(np.mean(rand)), "oracle_f1": float(np.mean(oracle)),
-                "videos": float(len(ours)), "budget": self.budget}
+        out = {"videos": float(len(per_video)), "budget": self.budget}
+        for name in per_video[0]:  # (means over videos, bootstrapped: a video's clips are not independent)
+            values = [v[name] for v in per_video]
+            out[name] = float(np.mean(values))
+            if not name.startswith("oracle"):
+                out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_mean(values)
+        return out
+
+    def _video(self, video: str, items: list) -> dict[str, float]:
+        """Every figure of one video: the model's summary and the baselines, coverage and F1."""
+        info, rng = self.truth["videos"][video], np.random.default_rng(len(self.rows))
+        steps = [s for s in info["steps"] if s["verb"] is not None]
+        key = [(s["start"], s["end"]) for s in steps]
+        segments, scores, pairs = [i[0] for i in items], [i[1] for i in items], [i[3] for i in items]
+        budget = self.budget * info["duration"]
+        chosen = select(segments, scores, budget, pairs)
+        if len(self.rows) < self.shown:
+            self.rows.append(self._row(video, items, chosen, key, f1(chosen, key)))
+        fit = len(select(segments, np.zeros(len(segments)), budget))  # clips the budget holds
+        uniform = [segments[int(i)] for i in np.floor((np.arange(fit) + 0.5) * len(segments) / max(fit, 1))]
+        distinct = len({(s["verb"], s["noun"]) for s in steps})
+        return {"coverage": coverage(chosen, steps), "uniform_coverage": coverage(uniform, steps),
+                "random_coverage": random_coverage(segments, steps, fit),
+                "oracle_coverage": min(fit, distinct) / max(1, distinct),
+                "f1": f1(chosen, key), "uniform_f1": f1(uniform, key),
+                "random_f1": float(np.mean([f1(select(segments, rng.random(len(segments)), budget), key)
+                                            for _ in range(self.draws)])),
+                "oracle_f1": f1(select(segments, [overlap([s], key) for s in segments], budget), key)}
 
     @staticmethod
     def _row(video: str, items: list, chosen: list, key: list, score: float) -> dict:

@@ -80,6 +80,9 @@ class ZeroShotData:
 class ZeroShotMetrics(nn.Module):
     """Top-1/top-5 verb and noun accuracy (torchmetrics), with chance levels, and confusion matrices."""
 
+    RATES = {f"{what}_top{k}{part}": "unseen_pair_steps" if part else "steps"  # (proportions: their n)
+             for what in ("verb", "noun") for k in (1, 5) for part in ("", "_unseen_pairs")}
+
     def __init__(self, verbs: list[str], nouns: list[str], shown: int = 8):
         super().__init__()
         self.shown, self.rows = shown, []  # the first steps this rank sees, for `examples()`
@@ -87,6 +90,7 @@ class ZeroShotMetrics(nn.Module):
         self.sizes = {what: len(names) for what, names in self.labels.items()}
         self.acc = nn.ModuleDict({f"{what}_top{k}{part}": MulticlassAccuracy(n, top_k=min(k, n), average="micro")
                                   for what, n in self.sizes.items() for k in (1, 5) for part in ("", "_unseen_pairs")})
+        self.steps = SumMetric()  # test steps (summed over ranks)
         self.unseen = SumMetric()  # steps whose pair the training corpus never showed (summed over ranks)
         self.confusion = nn.ModuleDict({what: MulticlassConfusionMatrix(n) for what, n in self.sizes.items()})
 
@@ -105,6 +109,7 @@ class ZeroShotMetrics(nn.Module):
             preds[what] = logits.argmax(-1)
             self.confusion[what].update(preds[what], batch[what])
         self.unseen.update(batch["unseen"].sum().float())
+        self.steps.update(float(len(hidden)))
         if len(self.rows) < self.shown:  # (a device-to-host copy only while example rows are missing)
             self._keep_examples(batch, {what: p.tolist() for what, p in preds.items()})
 
@@ -133,16 +138,18 @@ class ZeroShotMetrics(nn.Module):
             metric.reset()
         if unseen:
             out["unseen_pair_steps"] = float(unseen)
+        out["steps"] = float(self.steps.compute())
         self.unseen.reset()
+        self.steps.reset()
         return out
 
     def figures(self) -> dict:
         """Verb and noun confusion matrices (top-1) as images; resets them."""
-        from .figures import confusion_image
+        from ..plots import confusion_figure
 
         out = {}
         for what, metric in self.confusion.items():
-            out[f"zero_shot/{what}_confusion"] = confusion_image(metric.compute().cpu().numpy(), self.labels[what],
+            out[f"zero_shot/{what}_confusion"] = confusion_figure(metric.compute().cpu().numpy(), self.labels[what],
                                                                  f"zero-shot {what}s: truth (rows) x prediction")
             metric.reset()
         return out

@@ -1,0 +1,111 @@
+"""Confidence intervals and training-data baselines: against scipy and hand computations."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import binomtest
+
+from videobert.stats import bootstrap_mean, wilson, with_intervals
+from videobert.tasks.text_to_video import TextToVideoMetrics
+from videobert.training import summary
+from videobert.vq import VisualVocab
+
+
+@pytest.mark.parametrize("k,n", [(2, 18), (0, 10), (10, 10), (154, 192), (1, 1), (500, 1000)])
+def test_wilson_matches_scipy(k, n):
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson(k, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+
+
+def test_wilson_by_hand_on_the_unseen_pairs_of_the_issue():
+    lo, hi = wilson(2, 18)  # 11.1% of 18 steps: the interval spans ~3-33%
+    assert (round(lo, 4), round(hi, 4)) == (0.0310, 0.3280)
+    with pytest.raises(ValueError, match="n must be positive"):
+        wilson(0, 0)
+
+
+def test_bootstrap_mean_of_constant_and_of_coin_flips():
+    assert bootstrap_mean([0.4] * 30) == (pytest.approx(0.4), pytest.approx(0.4))
+    x = np.r_[np.zeros(500), np.ones(500)]
+    lo, hi = bootstrap_mean(x, draws=4000)
+    se = 0.5 / np.sqrt(len(x))  # the normal approximation for 1,000 draws of a fair coin
+    assert lo == pytest.approx(0.5 - 1.96 * se, abs=0.006) and hi == pytest.approx(0.5 + 1.96 * se, abs=0.006)
+    assert bootstrap_mean(x, seed=3) == bootstrap_mean(x, seed=3)  # reproducible
+
+
+def test_with_intervals_adds_every_rate_with_its_n_and_the_summary_shows_them():
+    out = with_intervals({"verb_top1": 2 / 18, "steps": 18.0, "verb_top1_chance": 0.1, "recall": 0.5},
+                         {"verb_top1": "steps", "recall": "missing_n", "absent": "steps"})
+    assert (out["verb_top1_ci_low"], out["verb_top1_ci_high"]) == pytest.approx(wilson(2, 18))
+    assert "recall_ci_low" not in out and "absent_ci_low" not in out  # (no n, no metric: no interval)
+    text = summary(out)
+    assert "verb_top1" in text and f"[{out['verb_top1_ci_low']:.4f}, {out['verb_top1_ci_high']:.4f}]" in text
+    assert "_ci_low" not in text
+
+
+def test_report_cells_carry_interval_and_n():
+    from videobert.report import table
+
+    zs = with_intervals({"verb_top1": 0.75, "verb_top1_chance": 0.1, "steps": 200.0}, {"verb_top1": "steps"})
+    lines = table({"quickstart": {"zero_shot": zs}})
+    lo, hi = (100 * v for v in wilson(150, 200))
+    assert f"| zero-shot verb top-1 | 75.0% [{lo:.1f}, {hi:.1f}] n=200 | 10.0% | - |" in lines
+
+
+def test_text_to_video_baseline_is_the_most_frequent_training_word_not_the_test_mode():
+    centroids = [np.eye(4, dtype=np.float32)]
+    vocab = VisualVocab(centroids, 4, counts=np.array([1, 9, 3, 0]))  # word 1 is the most used in training
+    metrics = TextToVideoMetrics(text_vocab_size=10, vocab=vocab)
+    y = torch.tensor([2, 2, 2, 1])  # the test targets' mode is 2: an oracle baseline would score 3/4
+    metrics.targets = [y]
+    for m in metrics.acc.values():
+        m.update(torch.nn.functional.one_hot(y, 4).float(), y)
+    out = metrics.compute()
+    assert out["most_frequent_top1"] == pytest.approx(1 / 4) and out["steps"] == 4 and out["top1"] == 1.0
+    metrics.vocab = VisualVocab(centroids, 4)  # (a vocabulary file without counts: no baseline, not a guess)
+    metrics.targets = [y]
+    assert "most_frequent_top1" not in metrics.compute()
+
+
+def test_vocabulary_file_keeps_its_training_counts(tmp_path):
+    import io
+
+    import webdataset as wds
+
+    from videobert.vq import build_vocab
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "feat").mkdir()
+    with wds.TarWriter(str(tmp_path / "feat/f-000.tar")) as w:
+        for i in range(3):
+            w.write({"__key__": f"v{i}", "features.npy": rng.normal(size=(20, 4)).astype(np.float16),
+                     "json": json.dumps({}).encode()})
+    build_vocab(str(tmp_path / "feat"), str(tmp_path / "v.npz"), levels=1, k=3)
+    vocab = VisualVocab.load(tmp_path / "v.npz")
+    assert vocab.counts.sum() == 60 and len(vocab.counts) == 3
+    x = np.concatenate([np.load(io.BytesIO(s["features.npy"])) for s in
+                        wds.WebDataset(str(tmp_path / "feat/f-000.tar"), shardshuffle=False)]).astype(np.float32)
+    assert np.array_equal(vocab.counts, np.bincount(vocab.words(x), minlength=3))
+
+
+def test_report_results_reach_wandb(tmp_path, monkeypatch):
+    import wandb
+
+    from videobert.report import log_to_wandb
+
+    seen = {}
+    real_init = wandb.init
+
+    def init(**kwargs):
+        run = real_init(**kwargs)
+        finish = run.finish
+        run.finish = lambda: (seen.update(id=run.id, summary=dict(run.summary)), finish())  # (read it while open)
+        return run
+
+    monkeypatch.setattr(wandb, "init", init)
+    (tmp_path / "results.md").write_text("| metric |\n")
+    results = {"quickstart": {"zero_shot": {"verb_top1": 0.75, "steps": 200.0}}}
+    run_id = log_to_wandb(results, tmp_path / "results.md", save_dir=str(tmp_path / "runs"))
+    assert seen["id"] == run_id and seen["summary"]["quickstart/zero_shot/verb_top1"] == 0.75
+    assert list((tmp_path / "runs/wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))  # (offline: no server)

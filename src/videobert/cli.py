@@ -106,12 +106,14 @@ def main() -> None:
         os.environ["WANDB_MODE"] = "offline"
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         data_main(sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] in ("export", "report"):
+    elif len(sys.argv) > 1 and sys.argv[1] in ("export", "report", "spread"):
         from jsonargparse import CLI
 
         from .report import report
+        from .spread import spread
 
-        CLI({"export": export_checkpoint, "report": report}[sys.argv[1]], args=sys.argv[2:], as_positional=False)
+        CLI({"export": export_checkpoint, "report": report, "spread": spread}[sys.argv[1]], args=sys.argv[2:],
+            as_positional=False)
     else:
         lightning_main()
 

@@ -8,6 +8,7 @@ quickstart experiments first.
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -186,6 +187,13 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
         png.parent.mkdir(parents=True, exist_ok=True)
         results_figure(figure).save(png)
         text += ["", f"![every proportion with its 95% interval and baseline]({png.name})"]
+    spread_file = Path("runs/spread/spread.json")
+    if spread_file.is_file():  # (measured apart: `videobert spread`, ~50 min)
+        from .spread import spread_table
+
+        text += ["", "## Spread over training seeds and corpus builds", "", spread_table(json.loads(spread_file.read_text()))]
+    else:
+        text += ["", "No spread over seeds and corpus builds measured with this build (`make spread`)."]
     if "captioning" in results.get("quickstart", {}) and "meteor" not in results["quickstart"]["captioning"]:
         from .tasks.caption_metrics import find_java
 

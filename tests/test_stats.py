@@ -117,10 +117,11 @@ def test_spread_over_runs_by_hand():
     runs = [{"experiment": "quickstart", "corpus_seed": c, "seed": s, "results": {"verb_top1": v, "noun_top1": 0.5}}
             for (c, s), v in zip([(0, 0), (0, 1), (1, 0)], [0.70, 0.80, 0.90])]
     got = summarise(runs)["quickstart"]
-    assert got["verb_top1"] == pytest.approx({"mean": 0.8, "std": 0.1, "min": 0.7, "max": 0.9, "n": 3})
+    assert got["verb_top1"] == pytest.approx({"mean": 0.8, "std": 0.1, "min": 0.7, "max": 0.9, "n": 3,
+                                              "seed_range": 0.1, "build_range": 0.2})  # (seeds: c0; builds: s0)
     assert got["noun_top1"]["std"] == 0.0 and "verb_top1_unseen_pairs" not in got
     table = spread_table({"date": "2026-12-01", "seconds": 600, "runs": runs, "summary": summarise(runs)})
-    assert "| quickstart | verb_top1 | 80.0% | 10.0 | 70.0 - 90.0% | 3 |" in table
+    assert "| quickstart | verb_top1 | 80.0% | 10.0 | 70.0 - 90.0% | 10.0 | 20.0 | 3 |" in table
     args = run_args("cbt_quickstart", 1, 2, "runs/spread")
     assert "--data.init_args.cache_dir=data/quickstart-c1" in args and "--seed_everything=2" in args
     assert "--trainer.default_root_dir=runs/spread/cbt_quickstart-c1-s2" in args

@@ -1,18 +1,20 @@
 """`videobert spread`: how much a headline figure moves when only the luck changes.
 
-Trains each quickstart experiment once per (corpus build, training seed) — the corpus seed changes every
-video, caption and hence the tokenizer and visual vocabulary; the training seed changes initial weights,
-masking and stream order — evaluates the zero-shot task on each build's own held-out videos, and writes
-every run's figures plus, per figure, mean, standard deviation and range over the runs to
+Trains each quickstart experiment with every training seed on the first corpus build, and with the first
+seed on every other build — the training seed changes initial weights, masking and stream order; the corpus
+seed changes every video and caption, hence the tokenizer and the visual vocabulary — evaluates the
+zero-shot task on each build's own held-out videos, and writes every run's figures plus, per figure,
+mean, standard deviation and range over all runs, over the seeds and over the builds, to
 `runs/spread/spread.json`; `videobert report` puts that table into docs/results.md. A difference between
 two builds of the code smaller than this spread is noise.
 
-    videobert spread --seeds [0,1,2] --corpus_seeds [0,1]    # 2 x 3 x 2 fits: ~50 min on 2 cores
+    videobert spread --seeds [0,1,2] --corpus_seeds [0,1]    # 2 models x 4 fits: ~50 min on 2 cores
 """
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def run_args(experiment: str, corpus_seed: int, seed: int, root: str) -> list[st
 
 def _run(subcommand: str, args: list[str]) -> None:
     """One `videobert` command in its own process (a fresh Lightning and W&B state for each run)."""
-    subprocess.run(["videobert", subcommand, *args], check=True)
+    subprocess.run([sys.executable, "-m", "videobert.cli", subcommand, *args], check=True)
 
 
 def _zero_shot(args: list[str], ckpt: Path, out: Path) -> dict[str, float]:
@@ -42,33 +44,45 @@ def _zero_shot(args: list[str], ckpt: Path, out: Path) -> dict[str, float]:
     return json.loads(next(out.glob("*/zero_shot_results.json")).read_text())
 
 
+def _stats(x: np.ndarray) -> dict[str, float]:
+    return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1 else 0.0, "min": float(x.min()),
+            "max": float(x.max()), "n": len(x)}
+
+
 def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
-    """{experiment: {figure: mean, std (ddof 1), min, max, n}} over the runs of each experiment."""
+    """{experiment: {figure: mean, std (ddof 1), min, max, n, seed_range, build_range}} over the runs of each
+    experiment; the ranges (max - min) over the seeds of the first build and over the builds at the first seed."""
     out: dict = {}
     for exp in dict.fromkeys(r["experiment"] for r in runs):
+        mine = [r for r in runs if r["experiment"] == exp]
+        build0, seed0 = mine[0]["corpus_seed"], mine[0]["seed"]
         for fig in FIGURES:
-            x = np.array([r["results"][fig] for r in runs if r["experiment"] == exp and fig in r["results"]])
-            if len(x):
-                out.setdefault(exp, {})[fig] = {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if len(x) > 1
-                                                else 0.0, "min": float(x.min()), "max": float(x.max()), "n": len(x)}
+            x = np.array([r["results"][fig] for r in mine if fig in r["results"]])
+            if not len(x):
+                continue
+            by_seed = [r["results"][fig] for r in mine if r["corpus_seed"] == build0 and fig in r["results"]]
+            by_build = [r["results"][fig] for r in mine if r["seed"] == seed0 and fig in r["results"]]
+            out.setdefault(exp, {})[fig] = {**_stats(x), "seed_range": float(np.ptp(by_seed)),
+                                            "build_range": float(np.ptp(by_build))}
     return out
 
 
 def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
            experiments: list[str] = EXPERIMENTS, root: str = "runs/spread") -> Path:
-    """Fit and zero-shot-test every experiment for every (corpus seed, seed); write `<root>/spread.json`."""
+    """Fit and zero-shot-test every experiment: every seed on the first corpus build, the first seed on the
+    others; write `<root>/spread.json`."""
     runs, start = [], time.time()
+    plan = [(corpus_seeds[0], s) for s in seeds] + [(c, seeds[0]) for c in corpus_seeds[1:]]
     for exp in experiments:
-        for corpus_seed in corpus_seeds:
-            for seed in seeds:
-                args = run_args(exp, corpus_seed, seed, root)
-                _run("fit", args)
-                folder = Path(f"{root}/{exp}-c{corpus_seed}-s{seed}")
-                ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-                results = _zero_shot(args, ckpt, folder / "test")
-                runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results})
-                print(f"spread: {exp} corpus {corpus_seed} seed {seed}: " +
-                      ", ".join(f"{f} {results[f]:.3f}" for f in FIGURES if f in results), flush=True)
+        for corpus_seed, seed in plan:
+            args = run_args(exp, corpus_seed, seed, root)
+            _run("fit", args)
+            folder = Path(f"{root}/{exp}-c{corpus_seed}-s{seed}")
+            ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+            results = _zero_shot(args, ckpt, folder / "test")
+            runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results})
+            print(f"spread: {exp} corpus {corpus_seed} seed {seed}: " +
+                  ", ".join(f"{f} {results[f]:.3f}" for f in FIGURES if f in results), flush=True)
     record = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - start), "runs": runs,
               "summary": summarise(runs)}
     path = Path(root) / "spread.json"
@@ -82,11 +96,13 @@ def spread_table(record: dict) -> str:
     """The spread as markdown: per experiment and figure, mean +- std and the range, over n runs."""
     lines = [f"Measured by `videobert spread` on {record['date']} ({record['seconds'] // 60} min): every run's "
              "zero-shot figures on its own corpus build's held-out videos; std over the runs (ddof 1).", "",
-             "| experiment | figure | mean | std | min - max | runs |", "| --- | --- | --- | --- | --- | --- |"]
+             "| experiment | figure | mean | std | min - max | range over seeds | range over builds | runs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for exp, figs in record["summary"].items():
         for fig, s in figs.items():
             lines.append(f"| {exp} | {fig} | {100 * s['mean']:.1f}% | {100 * s['std']:.1f} | "
-                         f"{100 * s['min']:.1f} - {100 * s['max']:.1f}% | {s['n']} |")
+                         f"{100 * s['min']:.1f} - {100 * s['max']:.1f}% | {100 * s['seed_range']:.1f} | "
+                         f"{100 * s['build_range']:.1f} | {s['n']} |")
     runs = ", ".join(f"{r['experiment']} c{r['corpus_seed']}s{r['seed']} {100 * r['results']['verb_top1']:.1f}"
                      for r in record["runs"] if "verb_top1" in r["results"])
     return "\n".join([*lines, "", f"Verb top-1 of each run: {runs}."])

@@ -34,7 +34,8 @@ class QuickstartDataModule(VideoBertDataModule):
         r = self.root
         return {"train": str(r / "features/train"), "val": str(r / "features/val"), "test": str(r / "features/test"),
                 "tokenizer": str(r / "tokenizer/vocab.txt"), "visual_vocab": str(r / "visual_vocab.npz"),
-                "ground_truth": str(r / "corpus/test/ground_truth.json"), "thumbnails": str(r / "shards/test")}
+                "ground_truth": str(r / "corpus/test/ground_truth.json"), "thumbnails": str(r / "shards/test"),
+                "train_ground_truth": str(r / "corpus/train/ground_truth.json")}
 
     def _check_stamp(self) -> None:
         """The cache records the settings it was built with; a different setting must not reuse it."""

@@ -117,6 +117,7 @@ class VideoBertDataModule(L.LightningDataModule):
     def __init__(self, train_shards: str | list[ShardSet] | None = None, val_shards: str | None = None,
                  test_shards: str | None = None, tokenizer: str | None = None, visual_vocab: str | None = None,
                  ground_truth: str | None = None, thumbnails: str | None = None, mode: str = "resampled",
+                 train_ground_truth: str | None = None,
                  batch_size: int = 32,
                  num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
@@ -130,7 +131,9 @@ class VideoBertDataModule(L.LightningDataModule):
         `task`: a fine-tuning task of `videobert.tasks.TASKS` (sentiment, captioning): train, val and test
         stream its examples; `task_options`: its Data stage's settings (e.g. `{inputs: video}`).
         `thumbnails`: shards holding the test videos' bytes under the same keys (the raw shards of
-        `videobert data shards`), for the clip images of the example tables; without it, no images."""
+        `videobert data shards`), for the clip images of the example tables; without it, no images.
+        `train_ground_truth`: the training videos' ground truth (as `ground_truth`), for baselines learned
+        from training data (text_to_video: what each visual word depicts); without it they are left out."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
@@ -156,7 +159,7 @@ class VideoBertDataModule(L.LightningDataModule):
         hp = self.hparams
         return {"train": hp.train_shards, "val": hp.val_shards, "test": hp.test_shards,
                 "tokenizer": hp.tokenizer, "visual_vocab": hp.visual_vocab, "ground_truth": hp.ground_truth,
-                "thumbnails": hp.thumbnails}
+                "thumbnails": hp.thumbnails, "train_ground_truth": hp.train_ground_truth}
 
     def thumbnail_source(self):
         """Where example tables find clip images (`videobert.thumbnails`), or None when none is configured."""
@@ -199,12 +202,13 @@ class VideoBertDataModule(L.LightningDataModule):
         except TypeError as err:
             raise ValueError(f"data.task_options={hp.task_options}: not settings of {cls.__name__} ({err})") from None
 
-    def _train_metas(self):
-        """The json of every training sample (all shards, whatever the rank): training-data baselines."""
+    def _train_samples(self):
+        """Every training sample's tar members (all shards, whatever the rank): training-data baselines."""
         urls = [u for s in self._shard_sets("train") for u in _urls(s.urls)]
-        for sample in wds.tarfile_to_samples()({"url": u} for u in urls):
-            if "json" in sample:
-                yield json.loads(sample["json"])
+        yield from wds.tarfile_to_samples()({"url": u} for u in urls)
+
+    def _train_metas(self):
+        return (json.loads(s["json"]) for s in self._train_samples() if "json" in s)
 
     def _peek_feature_dim(self) -> int:
         """The clip-feature dimension, read from the first sample of the first configured split."""
@@ -316,6 +320,10 @@ class VideoBertDataModule(L.LightningDataModule):
         truth = json.loads(truth_path.read_text())
         self.test_data = task = TASKS[self.hparams.test_task](self.tokenizer, self.vocab, truth,
                                                               self.hparams.max_visual_words, features=self.features)
+        train_truth = self._paths().get("train_ground_truth")
+        if hasattr(task, "label_words") and train_truth and Path(train_truth).is_file() and self._paths().get("train"):
+            task.word_labels = task.label_words((decode_video(s, self.vocab.dim) for s in self._train_samples()),
+                                                json.loads(Path(train_truth).read_text()))
         return self._stream("test", self._sets("test"), lambda videos, rng: task(videos),
                             lambda ex, rng: task.collate(ex), "exact", None, self.hparams.seed + 2, 0, StreamState(),
                             shuffle=False)

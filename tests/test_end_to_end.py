@@ -84,6 +84,8 @@ def test_fit_then_zero_shot_test(quickstart_cache, tmp_path, caplog):
                               "--config", str(ROOT / f"experiments/eval/{task}.yaml"), f"--ckpt_path={ckpt}"])
         wandb.finish()
         assert 0.0 <= cli.trainer.callback_metrics[key] <= 1.0
+        if task == "text_to_video":  # (what each word depicts, learned from the training videos)
+            assert 0.0 <= cli.trainer.callback_metrics["test/text_to_video/depicts_top1"] <= 1.0
         if task == "retrieval":  # (plain VideoBERT: no loss trained its dual encoder, so it is not reported)
             assert not any("dual" in k for k in cli.trainer.callback_metrics)
     examples = json.loads((Path(cli.trainer.default_root_dir) / "text_to_video_examples.json").read_text())

@@ -1,5 +1,6 @@
 """Confidence intervals and training-data baselines: against scipy and hand computations."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -126,3 +127,25 @@ def test_spread_over_runs_by_hand():
     assert "--data.init_args.cache_dir=data/quickstart-c1" in args and "--seed_everything=2" in args
     assert "--trainer.default_root_dir=runs/spread/cbt_quickstart-c1-s2" in args
     assert "--data.init_args.cache_dir=data/quickstart" in run_args("quickstart", 0, 0, "r")  # (build 0: the demo's)
+
+
+def test_text_to_video_depicts_by_hand():
+    from videobert.tasks.text_to_video import TextToVideoData
+
+    truth = {"verbs": ["cut", "stir"], "nouns": ["egg", "fish"], "videos": {"a": {"steps": [
+        {"verb": "cut", "noun": "egg", "start": 0.0, "end": 3.0}, {"verb": None, "noun": None, "start": 3.0, "end": 4.5},
+        {"verb": "stir", "noun": "fish", "start": 4.5, "end": 9.0}]}}}
+    vocab = VisualVocab([np.eye(4, dtype=np.float32)], 4, counts=np.array([5, 1, 1, 0]))
+    data = TextToVideoData(SimpleNamespace(), vocab, truth)
+    # clips (middles 0.75, 2.25, 3.75, 5.25, 6.75, 8.25) show words 0, 0, 1, 2, 2, 0
+    video = {"json": {"video_id": "a", "clips": [[1.5 * i, 1.5 * (i + 1)] for i in range(6)]},
+             "features": np.eye(4, dtype=np.float32)[[0, 0, 1, 2, 2, 0]]}
+    labels = data.label_words([video], truth)
+    cut_egg, stir_fish = data.pair_id[("cut", "egg")], data.pair_id[("stir", "fish")]
+    assert labels.tolist() == [cut_egg, -1, stir_fish, -1]  # word 0: 2 of 3 clips cut-egg; 1: idle; 3: unused
+    metrics = TextToVideoMetrics(10, vocab, labels)
+    rows = torch.tensor([[cut_egg, 0, 2, 1, 3, 0], [stir_fish, 0, 2, 1, 3, 0], [stir_fish, 1, 2, 0, 3, 0]])
+    out = metrics._depicts(rows)  # (pair, then the top-5 predicted words)
+    assert out["depicts_top1"] == pytest.approx(1 / 3) and out["depicts_top5"] == 1.0
+    assert out["depicts_chance_top1"] == pytest.approx(1 / 4)  # one word of 4 depicts each of these pairs
+    assert out["most_frequent_depicts_top1"] == pytest.approx(1 / 3)  # word 0 (most used) depicts cut-egg

@@ -60,3 +60,27 @@ def test_kmeans_nodes_with_fewer_points_than_k():
     x = np.concatenate([np.zeros((20, 4)), np.ones((2, 4)) * 50])
     vocab = hierarchical_kmeans(x, levels=2, k=4, seed=0)
     assert vocab.words(x).max() < 16
+
+
+def test_vocab_reports_clips_per_word_and_warns_when_most_have_few(tmp_path, capsys, caplog):
+    import logging
+
+    import webdataset as wds
+
+    from videobert.vq import build_vocab, word_usage
+
+    assert word_usage(np.array([0, 1, 2, 10, 0, 7])) == {"words_used": 4, "median_clips": 4.5, "share_below": 0.5}
+    rng = np.random.default_rng(0)
+    (tmp_path / "feat").mkdir()
+    with wds.TarWriter(str(tmp_path / "feat/f-000.tar")) as w:
+        w.write({"__key__": "v0", "features.npy": rng.normal(size=(30, 4)).astype(np.float16), "json": b"{}"})
+    with caplog.at_level(logging.WARNING, logger="videobert.vq"):
+        build_vocab(str(tmp_path / "feat"), str(tmp_path / "big.npz"), levels=2, k=4)  # 16 words for 30 clips
+    assert "training clips per used word: median" in capsys.readouterr().out
+    assert any("fewer than 5 training clips" in r.getMessage() for r in caplog.records)
+    saved = json.loads((tmp_path / "big.json").read_text())
+    assert saved["words_used"] == int((VisualVocab.load(tmp_path / "big.npz").counts > 0).sum()) and saved["share_below"] > 0.5
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="videobert.vq"):
+        build_vocab(str(tmp_path / "feat"), str(tmp_path / "small.npz"), levels=1, k=2)  # 2 words: ~15 clips each
+    assert not caplog.records

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import faiss
 import numpy as np
 import webdataset as wds
+
+log = logging.getLogger(__name__)
 
 
 class VisualVocab:
@@ -110,9 +113,25 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
     vocab.counts = np.bincount(vocab.words(x), minlength=vocab.size)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     vocab.save(out)
-    used = int((vocab.counts > 0).sum())
-    print(f"vocab: {levels} x {k} = {vocab.size} visual words from {len(x)} clip features "
-          f"(dim {x.shape[1]}; {used} words used) -> {out}")
+    usage = word_usage(vocab.counts)
+    print(f"vocab: {levels} x {k} = {vocab.size} visual words from {len(x)} clip features (dim {x.shape[1]}) -> "
+          f"{out}\nvocab: {usage['words_used']} words used; training clips per used word: median "
+          f"{usage['median_clips']:g}, {usage['share_below']:.0%} of them fewer than {FEW_CLIPS}")
+    if usage["share_below"] > 0.5:
+        log.warning("vocab: most used visual words (%.0f%%) stand for fewer than %d training clips: each inherits "
+                    "the narration of a handful of clips; fewer words (levels x k) suit %d clips better",
+                    100 * usage["share_below"], FEW_CLIPS, len(x))
     (Path(out).with_suffix(".json")).write_text(json.dumps(
-        {"levels": levels, "k": k, "points": len(x), "dim": x.shape[1], "words_used": used, "seed": seed}))
+        {"levels": levels, "k": k, "points": len(x), "dim": x.shape[1], "seed": seed, **usage}))
     return Path(out)
+
+
+FEW_CLIPS = 5  # a word standing for fewer training clips than this is mostly noise for zero-shot labelling
+
+
+def word_usage(counts: np.ndarray) -> dict:
+    """How the training clips spread over the words: words used, median clips per used word, the share of used
+    words with fewer than FEW_CLIPS clips."""
+    used = counts[counts > 0]
+    return {"words_used": int(len(used)), "median_clips": float(np.median(used)) if len(used) else 0.0,
+            "share_below": float((used < FEW_CLIPS).mean()) if len(used) else 0.0}

@@ -25,7 +25,10 @@ import webdataset as wds
 from .captions import CaptionError, read_caption_index, read_captions
 from .video import VideoError, probe_duration
 
-VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov")
+# containers PyAV (FFmpeg) decodes; a member of a shard keeps its source's extension as its key (video2dataset
+# style: `mp4`, `avi`, ...). UCF101 and HMDB51 are AVI, camcorders write MTS/M2TS, older web video FLV/3GP/WMV.
+VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".flv",
+              ".f4v", ".3gp", ".3g2", ".ogv", ".wmv", ".asf", ".vob", ".mxf", ".divx", ".y4m")
 CAPTION_EXTS = (".vtt", ".srt", ".json")  # .json: HowTo100M per-video lists or a YouCook2 per-video object
 MIN_SECONDS = 1.5  # one clip
 

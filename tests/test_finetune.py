@@ -82,7 +82,8 @@ def test_sentiment_fine_tunes_and_tests_both_variants(quickstart_cache, pretrain
         assert res["test/sentiment/majority_acc"] == pytest.approx(share)
         assert fit.datamodule.task_data.train_counts == counts
         rows = _examples_with_thumbnails(tmp_path / configs[-1], "sentiment")
-        assert all(r["true"] in labels and r["predicted"] in labels and 0.5 <= r["confidence"] <= 1 for r in rows)
+        assert all(r["true"] in labels and r["predicted"] in ("negative", "positive") and 0.5 <= r["confidence"] <= 1
+                   for r in rows)  # (a prediction may be a label that no test video has)
         assert len(rows) == len(labels)  # (4 test videos, up to 8 shown)
 
 

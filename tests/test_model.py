@@ -96,3 +96,27 @@ def test_compiled_layers_match_and_keep_parameter_names():
     m.train()
     m(*args).sum().backward()
     assert list(m.state_dict()) == list(ref.state_dict())  # checkpoints stay loadable without compile
+
+
+def test_initial_weights_follow_the_seed_not_what_ran_before(monkeypatch):
+    """A first run builds its data in prepare_data, which draws from torch's generator; its model must still
+    start from the same weights as a rerun with the same seed (found by `videobert spread`)."""
+    from types import SimpleNamespace
+
+    import lightning as L
+
+    from videobert.module import VideoBertModule
+
+    dm = SimpleNamespace(max_sequence_length=lambda: 12, vocab_sizes=lambda: (40, 9), feature_dim=lambda: 0)
+
+    def built(draw_before: int) -> dict:
+        L.seed_everything(5, verbose=False)
+        torch.rand(draw_before)  # (what a data build would draw)
+        module = VideoBertModule(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_positions=16,
+                                 init_visual_from_centroids=False)
+        module._trainer = SimpleNamespace(datamodule=dm)
+        module.configure_model()
+        return module.model.state_dict()
+
+    first, rerun = built(1000), built(0)
+    assert all(torch.equal(first[k], rerun[k]) for k in first)

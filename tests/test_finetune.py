@@ -22,24 +22,11 @@ from videobert.vq import VisualVocab
 from .conftest import tiny_data_args
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64",
-         "--model.warmup_steps=2"]
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1"]
 
 
 def _data(cache) -> list[str]:
     return [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(cache).items()]
-
-
-@pytest.fixture(scope="module")
-def pretrained(quickstart_cache, tmp_path_factory) -> Path:
-    """A VideoBERT pretrained for 3 steps on the tiny corpus (its checkpoint)."""
-    out = tmp_path_factory.mktemp("pretrained")
-    lightning_main(["fit", "--config", str(ROOT / "experiments/quickstart.yaml"), *MODEL, *_data(quickstart_cache),
-                    *QUIET, "--trainer.max_steps=3", "--trainer.limit_val_batches=0", f"--trainer.default_root_dir={out}",
-                    "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, "
-                    "init_args: {save_last: true}}]"])
-    return next(out.glob("**/checkpoints/last.ckpt"))
 
 
 def _examples_with_thumbnails(run_dir: Path, task: str) -> list[dict]:

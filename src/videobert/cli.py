@@ -3,10 +3,12 @@ stages), `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folde
 (every evaluation task on the quickstart checkpoints -> docs/results.md)."""
 from __future__ import annotations
 
+import json
 import netrc
 import os
 import sys
 import warnings
+from pathlib import Path
 
 
 def wandb_has_credentials() -> bool:
@@ -36,10 +38,31 @@ def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, vi
     from .pretrained import export, model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(ckpt_path)
+    paths = _datamodule_paths(ckpt, ckpt_path) if "datamodule_hyper_parameters" in ckpt else {}
     if tokenizer is None or (visual_vocab is None and not model.cfg.feature_dim):
-        paths = _datamodule_paths(ckpt, ckpt_path)
+        if not paths:
+            raise ValueError(f"{ckpt_path}: no DataModule settings saved; pass --tokenizer and --visual_vocab")
         tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]
-    print(f"exported to {export(model, out, tokenizer, visual_vocab)}")
+    extractor = _extractor_record(paths.get("train"), ckpt)
+    print(f"exported to {export(model, out, tokenizer, visual_vocab, extractor=extractor)}")
+    if extractor is None:
+        print("export: the training features' extractor is unknown (no local training shards): without "
+              "extractor.json, videobert.api takes features, not raw video")
+
+
+def _extractor_record(train: str | None, ckpt: dict) -> dict | None:
+    """The extractor and clip settings of the training features (the first sample of the first local
+    training shard), and the training sequences' clips per sequence."""
+    import webdataset as wds
+
+    tars = sorted(Path(str(train)).glob("*.tar")) if train and Path(str(train)).is_dir() else []
+    for sample in wds.tarfile_to_samples()({"url": str(t)} for t in tars):
+        meta = json.loads(sample["json"])
+        if "feature_extractor" in meta:
+            dm = ckpt.get("datamodule_hyper_parameters") or {}
+            return {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
+                    "clip_frames": meta.get("feature_clip_frames", 30), "max_visual_words": dm.get("max_visual_words", 16)}
+    return None
 
 
 def _datamodule_paths(ckpt: dict, ckpt_path: str) -> dict:

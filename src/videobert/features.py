@@ -138,9 +138,11 @@ class FeatureModule(L.LightningModule):
 class FeatureWriter(BasePredictionWriter):
     """Assembles each video's features and writes this rank's output shards (temp name, then rename)."""
 
-    def __init__(self, out_dir: Path, extractor_name: str, keep_video: bool = False):
+    def __init__(self, out_dir: Path, extractor_name: str, keep_video: bool = False, fps: float = 20.0,
+                 clip_frames: int = 30):
         super().__init__(write_interval="batch")
         self.out_dir, self.extractor_name, self.keep_video = out_dir, extractor_name, keep_video
+        self.clip_settings = {"feature_fps": fps, "feature_clip_frames": clip_frames}  # (predict decodes alike)
         self.open: dict[str, tuple[wds.TarWriter, dict]] = {}  # dst -> (writer, index entry)
         self.pending: dict[tuple[str, str], list[np.ndarray]] = {}
         self.entries: dict[str, dict] = {}
@@ -181,7 +183,7 @@ class FeatureWriter(BasePredictionWriter):
             sample = {k: v for k, v in sample.items() if "." + k not in VIDEO_EXTS}
         buf = io.BytesIO()
         np.save(buf, features.astype(np.float16))
-        sample["json"]["feature_extractor"] = self.extractor_name
+        sample["json"].update(feature_extractor=self.extractor_name, **self.clip_settings)
         sink.write({**sample, "features.npy": buf.getvalue(), "json": json.dumps(sample["json"]).encode()})
         entry["samples"] += 1
         entry["sentences"] += count_sentences(sample["json"])
@@ -246,7 +248,7 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(str(s), str(out_dir / s.name)) for s in srcs if not (out_dir / s.name).exists()]
     print(f"features: {len(jobs)} of {len(srcs)} shards to extract ({len(srcs) - len(jobs)} already done)")
-    writer, module = FeatureWriter(out_dir, model.name, keep_video), FeatureModule(model)
+    writer, module = FeatureWriter(out_dir, model.name, keep_video, fps, clip_frames), FeatureModule(model)
     data = _ReaderData(jobs, model, fps, clip_frames, clips_per_batch, workers)
     if trainer is None:
         for i, item in enumerate(data.loader(0, 1)):

@@ -133,9 +133,11 @@ def config_from_bert(source: str, text_vocab_size: int, visual_vocab_size: int, 
 
 
 def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visual_vocab: str | Path | None,
-           lowercase: bool | None = None) -> Path:
-    """Write `model` as a standard folder: config.json, model.safetensors, vocab.txt (+ tokenizer_config.json)
-    and visual_vocab.npz (not for CBT models, which take clip features)."""
+           lowercase: bool | None = None, extractor: dict | None = None) -> Path:
+    """Write `model` as a standard folder: config.json, model.safetensors, vocab.txt (+ tokenizer_config.json),
+    visual_vocab.npz (not for CBT models, which take clip features) and, given the feature extractor the
+    model was trained on ({"spec", "fps", "clip_frames", "max_visual_words"}), extractor.json, which
+    `videobert.api` needs to run the model on raw video."""
     from .text import TextTokenizer
 
     out = Path(out)
@@ -150,6 +152,8 @@ def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visua
     shutil.copyfile(tokenizer_vocab, out / "vocab.txt")
     if not model.cfg.feature_dim:
         shutil.copyfile(visual_vocab, out / "visual_vocab.npz")
+    if extractor is not None:
+        (out / "extractor.json").write_text(json.dumps(extractor, indent=1))
     return out
 
 

@@ -56,8 +56,9 @@ class TextTokenizer:
     def token_id(self, word: str) -> int:
         """The id of a word that must be a single WordPiece token (e.g. a label verb)."""
         ids = self.encode(word)
-        if len(ids) != 1:
-            raise ValueError(f"{word!r} is not one token in {self.vocab_file} (pieces: {self.tok.encode(word, add_special_tokens=False).tokens})")
+        if len(ids) != 1 or ids[0] == self.unk_id:  # ([UNK] would score every unknown label word alike)
+            raise ValueError(f"{word!r} is not one token in {self.vocab_file} (pieces: "
+                             f"{self.tok.encode(word, add_special_tokens=False).tokens})")
         return ids[0]
 
     def __getstate__(self):  # tokenizers objects are rebuilt in DataLoader workers

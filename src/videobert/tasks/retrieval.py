@@ -26,13 +26,13 @@ import re
 
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.retrieval import RetrievalHitRate
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of
-from .steps import clip_mids, clip_token_ids, gather_objects, step_clips, step_text, steps_of, video_key
+from .steps import (clip_mids, clip_token_ids, gather_objects, print_rank_zero, step_clips, step_text, steps_of,
+                    video_key)
 from .zero_shot import TEMPLATE
 
 KS = (1, 5, 10)
@@ -203,8 +203,8 @@ class RetrievalMetrics(nn.Module):
         labels = torch.tensor(pool["label"])
         relevant = (labels[queries][:, None] == labels[None]).all(-1)  # (Q, N): the same verb and noun
         answered = relevant.any(0)  # candidates some query answers: the video -> text queries
-        rank_zero_info(f"retrieval: {len(queries)} text queries against a pool of {len(items)} steps "
-                       f"({int(answered.sum())} video queries)")
+        print_rank_zero(f"retrieval: {len(queries)} text queries against a pool of {len(items)} steps "
+                        f"({int(answered.sum())} video queries)")
         device = next(model.parameters()).device
         scorers = {"generative": self._generative, "cross": self._cross}
         if model.cfg.feature_dim:  # (only a contrastively trained model has comparable text and video means)

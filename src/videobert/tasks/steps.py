@@ -59,6 +59,14 @@ def gather_objects(obj) -> list:
     return [obj]
 
 
+def print_rank_zero(message: str) -> None:
+    """Print on rank 0 only (or in a single process); no Lightning needed."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
+        print(message, flush=True)
+
+
 def on_rank_zero(fn, *args):
     """`fn(*args)` computed on rank 0 alone and sent to every rank (every rank must call this), for work that
     must not run once per rank (e.g. one Java process per GPU); an exception on rank 0 is raised on all."""

@@ -1,0 +1,172 @@
+"""A trained model on anyone's video, from a `videobert export` folder, without Lightning or the training code.
+
+    from videobert.api import VideoBertPipeline
+
+    vb = VideoBertPipeline.from_pretrained("runs/quickstart/export")
+    vb.visual_words("cooking.avi")              # (clips,) one visual word per 1.5 s clip
+    vb.embed_video("cooking.avi"), vb.embed_text("stir the egg")   # (hidden,) each
+    vb.classify("cooking.avi", ["stir", "cut"], ["egg", "fish"])    # verb, noun per window of clips
+
+A video goes through the extractor the model was trained with (`extractor.json` of the export, recorded by
+the feature stage): the same decoding, clips and float16 rounding as `videobert data features`, so the
+clip features and visual words equal the training-time ones. The zero-shot protocol is the paper's: the
+template "now let me show you how to [MASK] the [MASK]", verb and noun read at the two [MASK]s over the
+given label words (each must be one WordPiece token of the model's vocabulary).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .extractors import make_extractor
+from .pretrained import load_pretrained
+from .sequences import IGNORE, build_sequence, collate
+from .tasks.zero_shot import TEMPLATE
+from .video import VideoError, iter_clips
+
+REQUIRED = ("config.json", "model.safetensors", "vocab.txt", "extractor.json")
+
+
+class VideoBertPipeline:
+    """An exported VideoBERT (or CBT) model with its tokenizer, visual vocabulary and feature extractor."""
+
+    def __init__(self, model, tokenizer, vocab, extractor: dict, device: str = "cpu", window: int = 16):
+        """`extractor`: {"spec", "fps", "clip_frames"} as `extractor.json`; `window`: clips per sequence (the
+        training sequences' `max_visual_words`)."""
+        self.model, self.tok, self.vocab, self.device = model.to(device).eval(), tokenizer, vocab, device
+        self.spec, self.fps, self.clip_frames = extractor["spec"], extractor["fps"], extractor["clip_frames"]
+        self.window = window
+        self._extractor = None
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> "VideoBertPipeline":
+        """Load an export folder. Example: `VideoBertPipeline.from_pretrained("runs/quickstart/export")`."""
+        folder = Path(folder)
+        missing = [f for f in REQUIRED if not (folder / f).is_file()]
+        cfg = json.loads((folder / "config.json").read_text()) if "config.json" not in missing else {}
+        if not cfg.get("feature_dim") and not (folder / "visual_vocab.npz").is_file():
+            missing.append("visual_vocab.npz")
+        if missing:
+            raise FileNotFoundError(f"{folder}: not a complete `videobert export` folder, missing {missing} "
+                                    "(re-export the checkpoint with `videobert export`)")
+        model, tok, vocab = load_pretrained(folder)
+        extractor = json.loads((folder / "extractor.json").read_text())
+        return cls(model, tok, vocab, extractor, device, extractor.get("max_visual_words", 16))
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            self._extractor = make_extractor(self.spec).eval()
+        return self._extractor
+
+    def clips(self, path: str | Path) -> list[tuple[float, float]]:
+        """(start, end) seconds of each clip of the video at `path`. Example: `vb.clips("cooking.mp4")[:2]`."""
+        return [(s, e) for s, e, _ in iter_clips(str(path), self.fps, self.clip_frames, self.extractor.size,
+                                                   name=str(path))]
+
+    @torch.no_grad()
+    def features(self, path: str | Path, batch: int = 64) -> np.ndarray:
+        """(clips, D) clip features, as the feature stage writes them. Example: `vb.features("a.mp4").shape`."""
+        frames, out = [], []
+        for _, _, clip in iter_clips(str(path), self.fps, self.clip_frames, self.extractor.size, name=str(path)):
+            frames.append(clip)
+            if len(frames) == batch:
+                out.append(self._extract(frames))
+                frames = []
+        if frames:
+            out.append(self._extract(frames))
+        if not out:
+            raise VideoError(f"{path}: shorter than one clip ({self.clip_frames / self.fps:g} s)")
+        feats = np.concatenate(out).astype(np.float16).astype(np.float32)  # (the feature shards' precision)
+        dim = self.model.cfg.feature_dim or self.vocab.dim
+        if feats.shape[1] != dim:
+            raise ValueError(f"{path}: the extractor {self.spec} gives {feats.shape[1]}-d features, the model "
+                             f"takes {dim}-d: the export's extractor.json does not match its model")
+        return feats
+
+    def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
+        x = np.stack(frames)
+        if getattr(self.extractor, "runs_on_cpu", False):
+            return np.asarray(self.extractor(x))
+        return self.extractor(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+
+    def visual_words(self, video) -> np.ndarray:
+        """(clips,) visual-word ids of a video path or of (clips, D) features. Example: `vb.visual_words("a.mp4")`."""
+        if self.vocab is None:
+            raise ValueError("this is a CBT model: it takes clip features and has no visual words "
+                             "(use features() / embed_video())")
+        return self.vocab.words(self._features(video))
+
+    def _features(self, video) -> np.ndarray:
+        return np.asarray(video, np.float32) if isinstance(video, np.ndarray) else self.features(video)
+
+    def _batch(self, texts: list[list[int]], feats: list[np.ndarray | None]) -> dict:
+        """Sequences `[CLS] text [>] clips [SEP]` (visual words, or CBT's features) on the device."""
+        exs = []
+        for text, f in zip(texts, feats):
+            words = [] if f is None else (np.zeros(len(f), np.int64) if self.vocab is None else self.vocab.words(f))
+            ids, seg = build_sequence(text, list(np.asarray(words) + self.tok.vocab_size), self.tok.cls_id,
+                                      self.tok.sep_id, self.tok.bridge_id)
+            ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "align_label": IGNORE}
+            if self.vocab is None and f is not None:
+                ex["visual_features"], ex["visual_offset"] = f, 2 + len(text)
+            exs.append(ex)
+        return {k: v.to(self.device) for k, v in collate(exs, self.tok.pad_id).items() if isinstance(v, torch.Tensor)}
+
+    @torch.no_grad()
+    def _hidden(self, batch: dict) -> torch.Tensor:
+        return self.model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], batch.get("visual_features"))
+
+    def _windows(self, feats: np.ndarray) -> list[np.ndarray]:
+        return [feats[i:i + self.window] for i in range(0, len(feats), self.window)]
+
+    def embed_video(self, video) -> np.ndarray:
+        """(hidden,) the mean final state of the video-only sequences of a video (windows of clips), L2-normalised.
+        Example: `vb.embed_video("a.mp4") @ vb.embed_text("stir the egg")`."""
+        windows = self._windows(self._features(video))
+        return self._pool(self._batch([[] for _ in windows], windows))
+
+    def embed_text(self, text: str) -> np.ndarray:
+        """(hidden,) the mean final state of the text-only sequence, L2-normalised. Example: `vb.embed_text("cut it")`."""
+        return self._pool(self._batch([self.tok.encode(text)[: self.model.cfg.max_positions - 2]], [None]))
+
+    def _pool(self, batch: dict) -> np.ndarray:
+        h, m = self._hidden(batch), batch["attention_mask"][..., None].float()
+        return torch.nn.functional.normalize((h * m).sum((0, 1)) / m.sum(), dim=0).cpu().numpy()
+
+    def classify(self, video, verbs: list[str], nouns: list[str], template: str = TEMPLATE, top: int = 5,
+                 spans: list[tuple[float, float]] | None = None) -> list[dict]:
+        """Zero-shot verb and noun of each window of clips, or of each time span of `spans` (e.g. a video's steps:
+        the clips whose middle lies in it, as the zero-shot test takes them): [{start, end, verb, verb_score,
+        noun, noun_score, verbs, nouns (the `top` best with probabilities)}].
+        Example: `vb.classify("a.mp4", ["cut", "stir"], ["egg", "fish"])[0]["verb"]`."""
+        from .tasks.steps import step_clips
+
+        ids = self.tok.encode(template)
+        masks = [i + 1 for i, t in enumerate(ids) if t == self.tok.mask_id]  # (+1: [CLS])
+        if len(masks) != 2:
+            raise ValueError(f"the template must hold two [MASK] tokens (verb, noun), got {len(masks)}: {template!r}")
+        cands = [torch.tensor([self.tok.token_id(w) for w in words], device=self.device) for words in (verbs, nouns)]
+        feats = self._features(video)
+        clip_spans = self.clips(video) if not isinstance(video, np.ndarray) else [(1.5 * i, 1.5 * i + 1.5)
+                                                                                  for i in range(len(feats))]
+        if spans is None:
+            spans = [(clip_spans[i][0], clip_spans[min(len(feats), i + self.window) - 1][1])
+                     for i in range(0, len(feats), self.window)]
+        mids = np.asarray(clip_spans, np.float64).mean(1)
+        picked = [step_clips(mids, {"start": a, "end": b}, self.window) for a, b in spans]
+        keep = [i for i, p in enumerate(picked) if len(p)]
+        h = self._hidden(self._batch([ids] * len(keep), [feats[picked[i]] for i in keep]))[:, masks]  # (spans, 2, C)
+        out = []
+        for w, i in enumerate(keep):
+            row = {"start": float(spans[i][0]), "end": float(spans[i][1])}
+            for i, (what, words) in enumerate((("verb", verbs), ("noun", nouns))):
+                p = self.model.token_logits(h[w:w + 1, i], cands[i]).float().softmax(-1)[0]
+                best = p.topk(min(top, len(words)))
+                row[what], row[f"{what}_score"] = words[int(best.indices[0])], float(best.values[0])
+                row[f"{what}s"] = [(words[int(j)], float(v)) for v, j in zip(best.values, best.indices)]
+            out.append(row)
+        return out

@@ -117,7 +117,8 @@ class VideoBertDataModule(L.LightningDataModule):
     def __init__(self, train_shards: str | list[ShardSet] | None = None, val_shards: str | None = None,
                  test_shards: str | None = None, tokenizer: str | None = None, visual_vocab: str | None = None,
                  ground_truth: str | None = None, thumbnails: str | None = None, mode: str = "resampled",
-                 train_ground_truth: str | None = None,
+                 train_ground_truth: str | None = None, predict_videos: str | None = None,
+                 predict_shards: str | None = None, predict_labels: str | None = None,
                  batch_size: int = 32,
                  num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
@@ -133,7 +134,10 @@ class VideoBertDataModule(L.LightningDataModule):
         `thumbnails`: shards holding the test videos' bytes under the same keys (the raw shards of
         `videobert data shards`), for the clip images of the example tables; without it, no images.
         `train_ground_truth`: the training videos' ground truth (as `ground_truth`), for baselines learned
-        from training data (text_to_video: what each visual word depicts); without it they are left out."""
+        from training data (text_to_video: what each visual word depicts); without it they are left out.
+        `predict_videos` / `predict_shards`: what `videobert predict` reads (a folder of videos, or of feature
+        shards); `predict_labels`: a json file {"verbs": [...], "nouns": [...]} for its zero-shot answers
+        (default: the ground truth's label words, when there is one)."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
@@ -332,6 +336,38 @@ class VideoBertDataModule(L.LightningDataModule):
         """The metrics module of `data.test_task` (the LightningModule feeds it every test batch; every task
         gathers what it compares across ranks)."""
         return self.test_data.metrics()
+
+    def predict_dataloader(self):
+        from videobert.predict import PredictItems, loader
+
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return loader(PredictItems(self.hparams.predict_videos, self.hparams.predict_shards, rank, world))
+
+    def pipeline(self, model):
+        """`videobert.api.VideoBertPipeline` around `model` with this DataModule's tokenizer, visual vocabulary
+        and the training features' extractor (what `predict` runs per video), and the zero-shot label words."""
+        from videobert.api import VideoBertPipeline
+
+        if not hasattr(self, "_pipeline"):
+            record = self.extractor_record()
+            if record is None and self.hparams.predict_videos:
+                raise ValueError("videobert predict on raw video needs the extractor the model was trained with: no "
+                                 "local training feature shards name one; extract features and use predict_shards")
+            record = record or {"spec": "builtin", "fps": 20.0, "clip_frames": 30}
+            self._pipeline = VideoBertPipeline(model, self.tokenizer, self.vocab, record,
+                                               str(next(model.parameters()).device), self.hparams.max_visual_words)
+            labels = self.hparams.predict_labels or self._paths().get("ground_truth")
+            self._labels = {} if not labels or not Path(labels).is_file() else json.loads(Path(labels).read_text())
+        return self._pipeline, self._labels.get("verbs"), self._labels.get("nouns")
+
+    def extractor_record(self) -> dict | None:
+        """The extractor and clip settings written into the training feature shards (their first sample)."""
+        for sample in self._train_samples() if self._paths().get("train") else []:
+            meta = json.loads(sample["json"])
+            if "feature_extractor" in meta:
+                return {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
+                        "clip_frames": meta.get("feature_clip_frames", 30)}
+        return None
 
     def _builder(self, mask_prob: float | None = None) -> SequenceBuilder:
         hp = self.hparams

@@ -67,12 +67,17 @@ class VideoBertPipeline:
         return [(s, e) for s, e, _ in iter_clips(str(path), self.fps, self.clip_frames, self.extractor.size,
                                                    name=str(path))]
 
-    @torch.no_grad()
-    def features(self, path: str | Path, batch: int = 64) -> np.ndarray:
+    def features(self, path: str | Path) -> np.ndarray:
         """(clips, D) clip features, as the feature stage writes them. Example: `vb.features("a.mp4").shape`."""
-        frames, out = [], []
-        for _, _, clip in iter_clips(str(path), self.fps, self.clip_frames, self.extractor.size, name=str(path)):
+        return self._decode(path)[0]
+
+    @torch.no_grad()
+    def _decode(self, path: str | Path, batch: int = 64) -> tuple[np.ndarray, list[tuple[float, float]]]:
+        """One pass over the video: (its clip features, their (start, end) times)."""
+        frames, out, spans = [], [], []
+        for start, end, clip in iter_clips(str(path), self.fps, self.clip_frames, self.extractor.size, name=str(path)):
             frames.append(clip)
+            spans.append((start, end))
             if len(frames) == batch:
                 out.append(self._extract(frames))
                 frames = []
@@ -85,7 +90,7 @@ class VideoBertPipeline:
         if feats.shape[1] != dim:
             raise ValueError(f"{path}: the extractor {self.spec} gives {feats.shape[1]}-d features, the model "
                              f"takes {dim}-d: the export's extractor.json does not match its model")
-        return feats
+        return feats, spans
 
     def _extract(self, frames: list[np.ndarray]) -> np.ndarray:
         x = np.stack(frames)
@@ -133,12 +138,37 @@ class VideoBertPipeline:
         """(hidden,) the mean final state of the text-only sequence, L2-normalised. Example: `vb.embed_text("cut it")`."""
         return self._pool(self._batch([self.tok.encode(text)[: self.model.cfg.max_positions - 2]], [None]))
 
+    def clip_embeddings(self, video) -> np.ndarray:
+        """(clips, hidden) the final state at each clip's position in the video-only sequences (windows of clips).
+        Example: `vb.clip_embeddings("a.mp4").shape`."""
+        windows = self._windows(self._features(video))
+        h = self._hidden(self._batch([[] for _ in windows], windows))  # ([CLS] [>] clips [SEP])
+        return torch.cat([h[i, 2:2 + len(w)] for i, w in enumerate(windows)]).float().cpu().numpy()
+
+    def describe(self, video, verbs: list[str] | None = None, nouns: list[str] | None = None,
+                 template: str = TEMPLATE) -> dict:
+        """Everything `videobert predict` writes for one video (a path, or {"features", "clips"}): clip times,
+        visual words (VideoBERT), clip and video embeddings and, given label words, zero-shot verb/noun per
+        window. Example: `vb.describe("a.mp4", ["cut"], ["egg"])["zero_shot"][0]`."""
+        if isinstance(video, dict):
+            feats, clips = np.asarray(video["features"], np.float32), [tuple(c) for c in video["clips"]]
+        else:
+            feats, clips = self._decode(video)
+        out = {"clips": [list(c) for c in clips], "clip_embeddings": self.clip_embeddings(feats),
+               "video_embedding": self.embed_video(feats)}
+        if self.vocab is not None:
+            out["visual_words"] = self.visual_words(feats).tolist()
+        if verbs and nouns:
+            spans = [(clips[i][0], clips[min(len(clips), i + self.window) - 1][1]) for i in range(0, len(clips), self.window)]
+            out["zero_shot"] = self.classify(feats, verbs, nouns, template, spans=spans, clip_spans=clips)
+        return out
+
     def _pool(self, batch: dict) -> np.ndarray:
         h, m = self._hidden(batch), batch["attention_mask"][..., None].float()
         return torch.nn.functional.normalize((h * m).sum((0, 1)) / m.sum(), dim=0).cpu().numpy()
 
     def classify(self, video, verbs: list[str], nouns: list[str], template: str = TEMPLATE, top: int = 5,
-                 spans: list[tuple[float, float]] | None = None) -> list[dict]:
+                 spans: list[tuple[float, float]] | None = None, clip_spans: list | None = None) -> list[dict]:
         """Zero-shot verb and noun of each window of clips, or of each time span of `spans` (e.g. a video's steps:
         the clips whose middle lies in it, as the zero-shot test takes them): [{start, end, verb, verb_score,
         noun, noun_score, verbs, nouns (the `top` best with probabilities)}].
@@ -151,8 +181,10 @@ class VideoBertPipeline:
             raise ValueError(f"the template must hold two [MASK] tokens (verb, noun), got {len(masks)}: {template!r}")
         cands = [torch.tensor([self.tok.token_id(w) for w in words], device=self.device) for words in (verbs, nouns)]
         feats = self._features(video)
-        clip_spans = self.clips(video) if not isinstance(video, np.ndarray) else [(1.5 * i, 1.5 * i + 1.5)
-                                                                                  for i in range(len(feats))]
+        if clip_spans is None:  # (features without times: consecutive clips of the training length)
+            clip_s = self.clip_frames / self.fps
+            clip_spans = self.clips(video) if not isinstance(video, np.ndarray) else [
+                (clip_s * i, clip_s * (i + 1)) for i in range(len(feats))]
         if spans is None:
             spans = [(clip_spans[i][0], clip_spans[min(len(feats), i + self.window) - 1][1])
                      for i in range(0, len(feats), self.window)]

@@ -105,6 +105,10 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
 
         def _instantiate_trainer(self, config, callbacks):
             callbacks = [*callbacks, RunRecord(self.run_dir), Throughput()]
+            if self.subcommand == "predict":
+                from .predict import PredictionWriter
+
+                callbacks.append(PredictionWriter(self.run_dir))
             plugins = config.get("plugins")
             plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
             if not any(hasattr(p, "save_checkpoint") for p in plugins):  # a CheckpointIO of the user's wins

@@ -161,6 +161,18 @@ class VideoBertModule(L.LightningModule):
         results = self.evaluator.compute(self.model)  # (first: some tasks pick their examples from its scores)
         publish_test(self, self.task, self.evaluator, results)
 
+    def predict_step(self, item: dict, batch_idx: int) -> dict:
+        """One video of `videobert predict` (`videobert.predict`): clip times, visual words, embeddings and
+        zero-shot verb/noun per window; a video that cannot be read gives {"video", "error"}."""
+        from .video import VideoError
+
+        pipe, verbs, nouns = self.trainer.datamodule.pipeline(self.model)
+        try:
+            out = pipe.describe(item.get("path") or item, verbs, nouns)
+        except (VideoError, ValueError) as err:
+            return {"video": item["video"], "error": f"{item['source']}: {err}"}
+        return {"video": item["video"], "source": item["source"], **out}
+
     def configure_optimizers(self):
         hp = self.hparams
         return adamw_warmup_decay(self.model.named_parameters(), hp.lr, hp.weight_decay, hp.warmup_steps,

@@ -133,6 +133,10 @@ def main() -> None:
         os.environ["WANDB_MODE"] = "offline"
     if len(sys.argv) > 1 and sys.argv[1] == "data":
         data_main(sys.argv[2:])
+    elif len(sys.argv) > 1 and sys.argv[1] in ("index", "search"):
+        from .search import index_main, search_main
+
+        (index_main if sys.argv[1] == "index" else search_main)(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] in ("export", "report", "spread"):
         from jsonargparse import CLI
 

@@ -155,3 +155,26 @@ def test_cbt_variant_fits_and_runs_zero_shot(quickstart_cache, tmp_path):
     wandb.finish()
     got = cli.trainer.callback_metrics  # (CBT trained its text and video means to match: the dual encoder counts)
     assert {"test/retrieval/dual_t2v_r1", "test/retrieval/generative_t2v_r1", "test/retrieval/cross_t2v_r1"} <= set(got)
+
+
+def test_a_training_step_calls_no_collective_between_flushes(quickstart_cache, tmp_path, monkeypatch):
+    """The stream's counts stay on the device; one all-reduce every log_every_n_steps batches and at an epoch's
+    last batch (issue: a host sync and a collective per step starve a GPU)."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    calls, real = [], SingleDeviceStrategy.reduce
+
+    def counted(self, tensor, *args, **kwargs):
+        if getattr(tensor, "shape", None) == (2,):  # (the data counts: videos, skipped)
+            calls.append(int(self.lightning_module.global_step))
+        return real(self, tensor, *args, **kwargs)
+
+    monkeypatch.setattr(SingleDeviceStrategy, "reduce", counted)
+    cli = lightning_main(["fit", *_cli_args(quickstart_cache, tmp_path / "run", ["--trainer.log_every_n_steps=3",
+                                                                                 "--trainer.max_steps=8"])])
+    wandb.finish()
+    # 4 batches an epoch: flushes after batches 3 and 4 of each epoch (steps 2, 3, 6, 7 counted from 0)
+    assert calls == [2, 3, 6, 7]
+    rows = list(csv.DictReader(open(glob.glob(f"{tmp_path}/run/csv/*/metrics.csv")[0])))
+    per_epoch = [float(r["data/videos"]) for r in rows if r.get("data/videos")]
+    assert len(per_epoch) == 2 and all(v > 0 for v in per_epoch) and cli.trainer.global_step == 8

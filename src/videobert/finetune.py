@@ -82,7 +82,7 @@ class FineTuneModule(L.LightningModule):
         start_epoch(self)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        log_data_stats(self, batch)
+        log_data_stats(self, batch, batch_idx)
         loss = self.net.loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
         return loss

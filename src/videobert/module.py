@@ -138,7 +138,7 @@ class VideoBertModule(L.LightningModule):
         start_epoch(self)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        log_data_stats(self, batch)
+        log_data_stats(self, batch, batch_idx)
         return self.shared_step(batch, "train")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

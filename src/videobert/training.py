@@ -21,15 +21,23 @@ def start_epoch(module) -> None:
         dm.set_epoch(module.current_epoch, module.global_step)
 
 
-def log_data_stats(module, batch: dict) -> None:
-    """The batch's `data_stats` (videos read, bad samples skipped by the stream), summed over ranks: counted by
-    the DataModule (which may stop the run, on every rank at once) and logged per epoch as `data/videos` and
+def log_data_stats(module, batch: dict, batch_idx: int) -> None:
+    """The batch's `data_stats` (videos read, bad samples skipped by the stream), added up on the device with no
+    host sync and no collective; every `log_every_n_steps` batches and at the epoch's last one, one all-reduce
+    sums them over ranks for the DataModule (which may stop the run: every rank flushes at the same batches
+    and sees the same sums, so all stop at once), logged per epoch as `data/videos` and
     `data/skipped_samples`. Call it from `training_step` on every rank."""
     if "data_stats" not in batch:
         return
-    videos, skipped = module.trainer.strategy.reduce(batch["data_stats"].float(), reduce_op="sum").tolist()
-    if hasattr(module.trainer.datamodule, "count_skips"):
-        module.trainer.datamodule.count_skips(videos, skipped)
+    stats = batch["data_stats"].to(module.device, torch.float32, non_blocking=True)
+    module._data_counts = stats if getattr(module, "_data_counts", None) is None else module._data_counts + stats
+    trainer, every = module.trainer, max(1, module.trainer.log_every_n_steps)
+    if (batch_idx + 1) % every and batch_idx + 1 != trainer.num_training_batches:
+        return
+    videos, skipped = trainer.strategy.reduce(module._data_counts, reduce_op="sum").tolist()  # (one sync per flush)
+    module._data_counts = None
+    if hasattr(trainer.datamodule, "count_skips"):
+        trainer.datamodule.count_skips(videos, skipped)
     module.log_dict({"data/videos": videos, "data/skipped_samples": skipped}, on_step=False, on_epoch=True,
                     reduce_fx="sum", batch_size=1)  # (already summed over ranks: no sync_dist)
 

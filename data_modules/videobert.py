@@ -271,15 +271,29 @@ class VideoBertDataModule(L.LightningDataModule):
         hp, (rank, world) = self.hparams, self._world()
         sets = [(urls, counts or [1] * len(urls), w) for urls, counts, w in sets]
         shards, readers = sum(n > 0 for _, counts, _ in sets for n in counts), world * max(1, workers)
-        if mode == "exact" and shards < readers:
+        if mode == "exact" and shards < readers and name == "train":
             raise ValueError(f"{name} ({mode}): {shards} non-empty shards for {world} rank(s) x {max(1, workers)} "
                              f"worker(s) = {readers} readers; every reader needs one (write smaller shards or use "
                              "fewer workers)")
+        samples = self._samples(sets) if mode == "exact" and shards < readers else None
+        if samples is not None and samples < readers:  # (evaluation splits samples then: each rank needs one)
+            raise ValueError(f"{name}: {samples} videos for {world} rank(s) x {max(1, workers)} worker(s) = {readers} "
+                             "readers; every reader needs one (fewer devices or workers, or more videos)")
         ds = ShardStream(sets, functools.partial(decode_video, dim=self._feature_dim), build, collate_fn,
                          hp.batch_size, mode, batches, rank, world, seed, state, pad=name == "train",
                          video_shuffle=hp.video_shuffle if shuffle else 0,
                          sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
         return StreamLoader(ds, num_workers=workers)
+
+    def _samples(self, sets) -> int | None:
+        """Samples (videos) in the shard sets, from their index; None if a set has none."""
+        total = 0
+        for urls, _, _ in sets:
+            if not urls or not all(Path(u).is_file() for u in urls):  # (remote shards: not counted here)
+                return None
+            entries = load_index(Path(urls[0]).parent, [Path(u).name for u in urls])
+            total += sum(entries[Path(u).name].get("samples", 0) for u in urls)
+        return total
 
     def _epoch_batches(self, sets) -> int:
         hp, (_, world) = self.hparams, self._world()

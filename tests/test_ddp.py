@@ -89,3 +89,27 @@ def test_feature_extraction_two_processes(tmp_path):
     index = json.loads((tmp_path / "feat/index.json").read_text())
     assert sorted(index) == [p.name for p in outs] and not list((tmp_path / "feat").glob("*.part"))
     assert not list((tmp_path / "feat").glob("*.tmp"))
+
+
+def test_the_quickstart_config_fits_and_tests_on_two_ranks_with_fewer_eval_shards_than_readers(quickstart_cache,
+                                                                                                tmp_path):
+    """The quickstart yaml itself under 2-process DDP (its tiny cache: val and test are one shard each, fewer
+    than the 2 readers): validation and test split the samples of the shards they have."""
+    from .conftest import tiny_data_args
+
+    data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()]
+    common = ["--config", "experiments/quickstart.yaml", *data, "--model.hidden_size=32", "--model.num_layers=1",
+              "--model.num_heads=2", "--model.intermediate_size=64", "--trainer.accelerator=cpu",
+              "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.logger=false",
+              "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'runs'}"]
+    assert json.loads((quickstart_cache / "features/val/index.json").read_text()).__len__() == 1  # (the case)
+    run_ddp(["-m", "videobert.cli", "fit", *common, "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+             "--trainer.limit_val_batches=2", "--trainer.num_sanity_val_steps=0",
+             "--trainer.callbacks=[{class_path: lightning.pytorch.callbacks.ModelCheckpoint, init_args: "
+             "{save_last: true}}]"])
+    ckpt = next((tmp_path / "runs").glob("*/checkpoints/last.ckpt"))
+    run_ddp(["-m", "videobert.cli", "test", *common, f"--ckpt_path={ckpt}", "--trainer.callbacks=[]"])
+    results = json.loads(next((tmp_path / "runs").glob("*-test/zero_shot_results.json")).read_text())
+    truth = json.loads((quickstart_cache / "corpus/test/ground_truth.json").read_text())
+    steps = sum(s["verb"] is not None for v in truth["videos"].values() for s in v["steps"])
+    assert results["steps"] == steps  # every test step once over both ranks

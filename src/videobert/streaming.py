@@ -155,10 +155,15 @@ class ShardStream(torch.utils.data.IterableDataset):
         pass can never overtake the end of the real one."""
         urls = [u for s in self.sets for u in s[0]]
         sizes = [n for s in self.sets for n in s[1]]
-        mine = [urls[i] for i in assign_slots(sizes, slots)[slot]]
+        share = None
+        if sum(n > 0 for n in sizes) < slots and not self.pad:  # (evaluation, fewer shards than readers: every
+            mine, share = [u for u, n in zip(urls, sizes) if n > 0], (slot, slots)  # reader reads them all and
+        else:  # keeps every slots-th sample, so each sample is still read once over all readers)
+            mine = [urls[i] for i in assign_slots(sizes, slots)[slot]]
         while True:  # a second pass is padding, only reached when the slot must keep producing batches
             before = skips.videos_total
-            yield from self._sequences(self._videos((mine[i] for i in rng.permutation(len(mine))), skips), rng)
+            order = range(len(mine)) if share else rng.permutation(len(mine))  # (a shared order for the split)
+            yield from self._sequences(self._videos((mine[i] for i in order), skips, share), rng)
             if not self.pad:
                 return
             if skips.videos_total == before:
@@ -175,10 +180,13 @@ class ShardStream(torch.utils.data.IterableDataset):
                                             seed=int(rng.integers(2**62)))(sequences)
         return sequences
 
-    def _videos(self, urls, skips: SkipCounter):
+    def _videos(self, urls, skips: SkipCounter, share: tuple[int, int] | None = None):
+        """Decoded videos of `urls`; with `share` = (slot, slots), only every slots-th sample from the slot-th."""
         samples = wds.tarfile_to_samples(handler=skips.handler, select_files=self._wanted)(
             {"url": u} for u in urls)
-        for sample in samples:
+        for i, sample in enumerate(samples):
+            if share is not None and i % share[1] != share[0]:
+                continue
             try:
                 video = self.decode(sample)
             except Exception as exn:  # noqa: BLE001 -- any bad sample is a counted skip, by design

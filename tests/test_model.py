@@ -120,3 +120,28 @@ def test_initial_weights_follow_the_seed_not_what_ran_before(monkeypatch):
 
     first, rerun = built(1000), built(0)
     assert all(torch.equal(first[k], rerun[k]) for k in first)
+
+
+def test_gpu_check_skips_without_a_gpu_and_runs_its_code_path_on_the_cpu(quickstart_cache, tmp_path):
+    """benchmarks/gpu.py: "no GPU" and exit 0 here; `--device cpu --smoke` runs every step of it, tiny."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from .conftest import tiny_data_args
+    from .test_ddp import clean_env
+
+    root = Path(__file__).resolve().parents[1]
+    if not torch.cuda.is_available():
+        out = subprocess.run([sys.executable, "benchmarks/gpu.py"], cwd=root, env=clean_env(), capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.startswith("no GPU:"), out.stdout + out.stderr
+    fit = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()] + [
+        "--model.hidden_size=32", "--model.num_layers=1", "--model.num_heads=2", "--model.intermediate_size=64",
+        "--model.warmup_steps=2", "--model.lr=3e-3", "--trainer.log_every_n_steps=2"]
+    out = subprocess.run([sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--smoke", "--fit_args", json.dumps(fit)],
+                         cwd=root, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "bf16 train BERT-tiny" in out.stdout and "MFU" in out.stdout and "sync check" in out.stdout
+    assert "falls, finite" in out.stdout and "clips/s" in out.stdout, out.stdout

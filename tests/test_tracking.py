@@ -216,3 +216,22 @@ def test_dataset_artifact_holds_the_stamps_that_change_on_a_rebuild(quickstart_c
     _add_stamps(artifact, quickstart_cache / "features/train", "stamps/train/0")
     assert added == [(quickstart_cache / "features/train/index.json", "stamps/train/0/index.json"),
                      (quickstart_cache / "settings.json", "stamps/train/0/settings.json")]
+
+
+def test_mfu_in_the_csv_equals_a_hand_computation(quickstart_cache, tmp_path, monkeypatch):
+    from videobert.perf import flops_per_token
+
+    monkeypatch.setenv("VIDEOBERT_PEAK_FLOPS", "1e11")
+    cli = lightning_main(["fit", *_args(quickstart_cache, tmp_path / "runs", "--trainer.max_steps=4",
+                                        "--trainer.log_every_n_steps=2", "--trainer.logger=[{class_path: "
+                                        "lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: ., name: csv}}]")])
+    rows = [r for f in Path(cli.trainer.default_root_dir).glob("csv/*/metrics.csv") for r in csv.DictReader(open(f))]
+    perf = [r for r in rows if r.get("perf/mfu")]
+    assert len(perf) == 2  # (steps 2 and 4: every log_every_n_steps)
+    # 2 layers of width 32, MLP 64: N = 2 (4 * 32^2 + 2 * 32 * 64) = 16,384 weights
+    assert flops_per_token(cli.model.model.cfg, 10.0) == 6 * 16384 + 12 * 2 * 32 * 10.0
+    for r in perf:
+        seq, tps = float(r["perf/seq_len"]), float(r["perf/tokens_per_s"])
+        assert float(r["perf/flops_per_token"]) == pytest.approx(6 * 16384 + 12 * 2 * 32 * seq)
+        assert float(r["perf/mfu"]) == pytest.approx(tps * (6 * 16384 + 768 * seq) / 1e11)
+        assert 0 < float(r["perf/mfu"]) < 1 and 0 < seq <= cli.datamodule.max_sequence_length()

@@ -20,7 +20,6 @@ import re
 import subprocess
 import sys
 import time
-from collections import deque
 from importlib import metadata
 from pathlib import Path
 
@@ -203,15 +202,13 @@ def _add_stamps(artifact, folder: Path, name: str) -> None:
 
 
 class Throughput(L.Callback):
-    """`perf/samples_per_s` (all ranks) and `perf/data_wait_fraction` over the last `log_every_n_steps`
-    batches (a rolling window, so whichever step the loggers write covers a full window)."""
+    """Every `log_every_n_steps` batches, over those batches (all ranks): `perf/samples_per_s`,
+    `perf/tokens_per_s` (real tokens), `perf/data_wait_fraction`, `perf/seq_len` (real tokens per sequence),
+    `perf/flops_per_token` and `perf/mfu` (model FLOPs utilisation against `videobert.perf.peak_flops`).
+    Tokens are counted on the device and read once per window (no host sync per step)."""
 
     def __init__(self):
-        self._end = None
-        self._window: deque = deque()  # (waited, total seconds, samples) per batch
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._window = deque(maxlen=max(1, trainer.log_every_n_steps) * trainer.accumulate_grad_batches)
+        self._end, self._tokens, self._window = None, None, []  # (waited, total seconds, samples) per batch
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._start = time.perf_counter()
@@ -219,14 +216,34 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
         waited = self._start - self._end if self._end is not None else 0.0
-        samples = len(batch["input_ids"]) if isinstance(batch, dict) and "input_ids" in batch else 0
-        self._window.append((waited, waited + now - self._start, samples))
+        has = isinstance(batch, dict) and "input_ids" in batch
+        self._window.append((waited, waited + now - self._start, len(batch["input_ids"]) if has else 0))
+        if has and "attention_mask" in batch:
+            real = batch["attention_mask"].sum()
+            self._tokens = real if self._tokens is None else self._tokens + real
         self._end = now
+        if trainer._logger_connector.should_update_logs:  # (Lightning's own test: the loggers write this step)
+            self._log(trainer, pl_module)
+
+    def _log(self, trainer, pl_module) -> None:
         waited, total, samples = (sum(col) for col in zip(*self._window))
-        if total > 0 and samples:
-            pl_module.log_dict({"perf/samples_per_s": samples * trainer.world_size / total,
-                                "perf/data_wait_fraction": waited / total}, on_step=True, on_epoch=False,
-                               batch_size=1)
+        tokens = float(self._tokens) if self._tokens is not None else 0.0  # (the window's one host read)
+        self._window, self._tokens = [], None
+        if total <= 0 or not samples:
+            return
+        world = trainer.world_size
+        out = {"perf/samples_per_s": samples * world / total, "perf/data_wait_fraction": waited / total}
+        encoder = next((m for m in pl_module.modules() if type(m).__name__ == "VideoBert"), None)
+        if tokens and encoder is not None:
+            from .perf import flops_per_token, peak_flops
+
+            out["perf/tokens_per_s"] = tokens * world / total
+            out["perf/seq_len"] = tokens / samples
+            out["perf/flops_per_token"] = flops_per_token(encoder.cfg, tokens / samples)
+            peak = peak_flops(pl_module.device)
+            if peak:
+                out["perf/mfu"] = out["perf/tokens_per_s"] * out["perf/flops_per_token"] / (peak * world)
+        pl_module.log_dict(out, on_step=True, on_epoch=False, batch_size=1)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._end = None  # epoch boundaries and validation are not data waits

@@ -358,30 +358,12 @@ class VideoBertDataModule(L.LightningDataModule):
         return loader(PredictItems(self.hparams.predict_videos, self.hparams.predict_shards, rank, world))
 
     def pipeline(self, model):
-        """`videobert.api.VideoBertPipeline` around `model` with this DataModule's tokenizer, visual vocabulary
-        and the training features' extractor (what `predict` runs per video), and the zero-shot label words."""
-        from videobert.api import VideoBertPipeline
+        """(`videobert.api.VideoBertPipeline` around `model`, verbs, nouns): what `predict` runs per video."""
+        from videobert.predict import pipeline_for
 
         if not hasattr(self, "_pipeline"):
-            record = self.extractor_record()
-            if record is None and self.hparams.predict_videos:
-                raise ValueError("videobert predict on raw video needs the extractor the model was trained with: no "
-                                 "local training feature shards name one; extract features and use predict_shards")
-            record = record or {"spec": "builtin", "fps": 20.0, "clip_frames": 30}
-            self._pipeline = VideoBertPipeline(model, self.tokenizer, self.vocab, record,
-                                               str(next(model.parameters()).device), self.hparams.max_visual_words)
-            labels = self.hparams.predict_labels or self._paths().get("ground_truth")
-            self._labels = {} if not labels or not Path(labels).is_file() else json.loads(Path(labels).read_text())
-        return self._pipeline, self._labels.get("verbs"), self._labels.get("nouns")
-
-    def extractor_record(self) -> dict | None:
-        """The extractor and clip settings written into the training feature shards (their first sample)."""
-        for sample in self._train_samples() if self._paths().get("train") else []:
-            meta = json.loads(sample["json"])
-            if "feature_extractor" in meta:
-                return {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
-                        "clip_frames": meta.get("feature_clip_frames", 30)}
-        return None
+            self._pipeline = pipeline_for(self, model)
+        return self._pipeline
 
     def _builder(self, mask_prob: float | None = None) -> SequenceBuilder:
         hp = self.hparams

@@ -38,36 +38,28 @@ def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, vi
     from .pretrained import export, model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(ckpt_path)
-    paths = _datamodule_paths(ckpt, ckpt_path) if "datamodule_hyper_parameters" in ckpt else {}
+    dm = _datamodule(ckpt, ckpt_path) if "datamodule_hyper_parameters" in ckpt else None
     if tokenizer is None or (visual_vocab is None and not model.cfg.feature_dim):
-        if not paths:
+        if dm is None:
             raise ValueError(f"{ckpt_path}: no DataModule settings saved; pass --tokenizer and --visual_vocab")
+        paths = dm._paths()
         tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]
-    extractor = _extractor_record(paths.get("train"), ckpt)
+    extractor = None
+    if dm is not None and dm._paths().get("train") and Path(str(dm._paths()["train"])).is_dir():
+        from .predict import extractor_record
+
+        extractor = extractor_record(dm._train_samples())
+        if extractor is not None:
+            extractor["max_visual_words"] = dm.hparams.max_visual_words
     print(f"exported to {export(model, out, tokenizer, visual_vocab, extractor=extractor)}")
     if extractor is None:
         print("export: the training features' extractor is unknown (no local training shards): without "
               "extractor.json, videobert.api takes features, not raw video")
 
 
-def _extractor_record(train: str | None, ckpt: dict) -> dict | None:
-    """The extractor and clip settings of the training features (the first sample of the first local
-    training shard), and the training sequences' clips per sequence."""
-    import webdataset as wds
-
-    tars = sorted(Path(str(train)).glob("*.tar")) if train and Path(str(train)).is_dir() else []
-    for sample in wds.tarfile_to_samples()({"url": str(t)} for t in tars):
-        meta = json.loads(sample["json"])
-        if "feature_extractor" in meta:
-            dm = ckpt.get("datamodule_hyper_parameters") or {}
-            return {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
-                    "clip_frames": meta.get("feature_clip_frames", 30), "max_visual_words": dm.get("max_visual_words", 16)}
-    return None
-
-
-def _datamodule_paths(ckpt: dict, ckpt_path: str) -> dict:
-    """Tokenizer and visual-vocabulary paths of the DataModule saved in a checkpoint. Only our own
-    DataModule classes are rebuilt from it (a checkpoint must not pick what code runs)."""
+def _datamodule(ckpt: dict, ckpt_path: str):
+    """The DataModule saved in a checkpoint, rebuilt from its settings. Only our own DataModule classes are
+    rebuilt (a checkpoint must not pick what code runs)."""
     import importlib
 
     from data_modules import VideoBertDataModule
@@ -78,7 +70,7 @@ def _datamodule_paths(ckpt: dict, ckpt_path: str) -> dict:
     if not (isinstance(cls, type) and issubclass(cls, VideoBertDataModule)):
         raise ValueError(f"{ckpt_path}: DataModule {module}.{name} is not one of data_modules'; pass --tokenizer "
                          "and --visual_vocab")
-    return cls(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})._paths()
+    return cls(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})
 
 
 def lightning_main(argv: list[str] | None = None, run: bool = True):

@@ -55,6 +55,33 @@ class PredictItems(torch.utils.data.IterableDataset):
                        "clips": meta.get("clips")}
 
 
+def extractor_record(samples) -> dict | None:
+    """The extractor and clip settings the feature stage wrote into a sample's json (the first that has them)."""
+    for sample in samples:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        if "feature_extractor" in meta:
+            return {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
+                    "clip_frames": meta.get("feature_clip_frames", 30)}
+    return None
+
+
+def pipeline_for(dm, model):
+    """(`VideoBertPipeline` with the DataModule's tokenizer, visual vocabulary and training features' extractor,
+    zero-shot verbs, nouns: `data.predict_labels`, else the ground truth's label words, else None)."""
+    from .api import VideoBertPipeline
+
+    hp = dm.hparams
+    record = extractor_record(dm._train_samples()) if dm._paths().get("train") else None
+    if record is None and hp.predict_videos:
+        raise ValueError("videobert predict on raw video needs the extractor the model was trained with: no local "
+                         "training feature shard names one; extract features and use data.predict_shards")
+    pipe = VideoBertPipeline(model, dm.tokenizer, dm.vocab, record or {"spec": "builtin", "fps": 20.0, "clip_frames": 30},
+                             str(next(model.parameters()).device), hp.max_visual_words)
+    labels = hp.predict_labels or dm._paths().get("ground_truth")
+    labels = json.loads(Path(labels).read_text()) if labels and Path(labels).is_file() else {}
+    return pipe, labels.get("verbs"), labels.get("nouns")
+
+
 def loader(items: PredictItems) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(items, batch_size=None, collate_fn=lambda item: item)
 

@@ -84,7 +84,7 @@ def results_figure(rows: list[dict]) -> Image.Image:
     y = np.arange(len(rows))[::-1]
     values = np.array([100 * r["value"] for r in rows])
     err = np.array([[100 * (r["value"] - r["low"]), 100 * (r["high"] - r["value"])] if r.get("low") is not None
-                    else [0.0, 0.0] for r in rows]).T
+                    else [0.0, 0.0] for r in rows]).T.clip(0, None)  # (a value at an interval's end: rounding)
     ax.barh(y, values, xerr=err, color="tab:blue", alpha=0.8, capsize=3, error_kw={"elinewidth": 1})
     base = [(yi, 100 * r["baseline"]) for yi, r in zip(y, rows) if r.get("baseline") is not None]
     if base:

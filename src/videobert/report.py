@@ -183,12 +183,12 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
         raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
     text = ["# Results on the built-in corpus", "",
             f"Written by `videobert report` on {time.strftime('%Y-%m-%d')} from the checkpoints in `runs/`; "
-            "`make results` trains and evaluates everything (2 CPU cores: about 20 minutes).",
+            "`make results` trains and evaluates everything (2 CPU cores: about 15 minutes).",
             "Held-out test videos of the built-in procedural cooking corpus. The paper's column is YouCook2 "
             "(real video): for orientation only, it is not comparable.", "",
             "A proportion reads `value [95% Wilson interval] n=items` (zero-shot: action steps; retrieval: "
-            "text-video pairs; forecasting: windows; text_to_video: masked clips; sentiment: videos); summary F1's "
-            "interval is a bootstrap over the test videos. Chance levels are exact; every baseline is learned "
+            "text queries, or video queries for video->text; forecasting: windows; text_to_video: masked clips; "
+            "sentiment: videos); summary figures' intervals are a bootstrap over the test videos. Chance levels are exact; every baseline is learned "
             "from the training videos (text_to_video's most frequent word and what each word depicts, the "
             "sentiment majority label) and scored on the test videos. Steps of a video are correlated, so "
             "Wilson's interval over steps is narrower than a bootstrap over videos would be.", "",

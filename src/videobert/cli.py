@@ -3,7 +3,6 @@ stages), `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folde
 (every evaluation task on the quickstart checkpoints -> docs/results.md)."""
 from __future__ import annotations
 
-import json
 import netrc
 import os
 import sys

@@ -23,8 +23,9 @@ import torch
 
 from .extractors import make_extractor
 from .pretrained import load_pretrained
-from .sequences import IGNORE, build_sequence, collate
-from .tasks.zero_shot import TEMPLATE
+from .tasks.retrieval import sequences
+from .tasks.steps import clip_token_ids, step_clips
+from .tasks.zero_shot import TEMPLATE, template_masks
 from .video import VideoError, iter_clips
 
 REQUIRED = ("config.json", "model.safetensors", "vocab.txt", "extractor.json")
@@ -110,16 +111,10 @@ class VideoBertPipeline:
 
     def _batch(self, texts: list[list[int]], feats: list[np.ndarray | None]) -> dict:
         """Sequences `[CLS] text [>] clips [SEP]` (visual words, or CBT's features) on the device."""
-        exs = []
-        for text, f in zip(texts, feats):
-            words = [] if f is None else (np.zeros(len(f), np.int64) if self.vocab is None else self.vocab.words(f))
-            ids, seg = build_sequence(text, list(np.asarray(words) + self.tok.vocab_size), self.tok.cls_id,
-                                      self.tok.sep_id, self.tok.bridge_id)
-            ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "align_label": IGNORE}
-            if self.vocab is None and f is not None:
-                ex["visual_features"], ex["visual_offset"] = f, 2 + len(text)
-            exs.append(ex)
-        return {k: v.to(self.device) for k, v in collate(exs, self.tok.pad_id).items() if isinstance(v, torch.Tensor)}
+        cbt = self.vocab is None
+        words = [[] if f is None else clip_token_ids(self.tok, self.vocab, f, cbt) for f in feats]
+        batch = sequences(self.tok, texts, words, [f if cbt else None for f in feats])
+        return {k: v.to(self.device) for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
     @torch.no_grad()
     def _hidden(self, batch: dict) -> torch.Tensor:
@@ -173,12 +168,8 @@ class VideoBertPipeline:
         the clips whose middle lies in it, as the zero-shot test takes them): [{start, end, verb, verb_score,
         noun, noun_score, verbs, nouns (the `top` best with probabilities)}].
         Example: `vb.classify("a.mp4", ["cut", "stir"], ["egg", "fish"])[0]["verb"]`."""
-        from .tasks.steps import step_clips
-
         ids = self.tok.encode(template)
-        masks = [i + 1 for i, t in enumerate(ids) if t == self.tok.mask_id]  # (+1: [CLS])
-        if len(masks) != 2:
-            raise ValueError(f"the template must hold two [MASK] tokens (verb, noun), got {len(masks)}: {template!r}")
+        masks = template_masks(self.tok, ids, template)
         cands = [torch.tensor([self.tok.token_id(w) for w in words], device=self.device) for words in (verbs, nouns)]
         feats = self._features(video)
         if clip_spans is None:  # (features without times: consecutive clips of the training length)

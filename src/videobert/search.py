@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .shards import VIDEO_EXTS
-from .tasks.zero_shot import TEMPLATE
+from .tasks.zero_shot import TEMPLATE, template_masks
 
 ARRAYS = ("embedding", "verb_ids", "verb_lp", "noun_ids", "noun_lp", "video", "start", "end")
 
@@ -37,7 +37,7 @@ def _window_rows(pipe, path: Path, window: int, keep: int) -> dict[str, np.ndarr
     wins = [(i, min(len(feats), i + window)) for i in range(0, len(feats), window)]
     emb = np.stack([pipe.embed_video(feats[a:b]) for a, b in wins])
     ids = pipe.tok.encode(TEMPLATE)
-    masks = [i + 1 for i, t in enumerate(ids) if t == pipe.tok.mask_id]
+    masks = template_masks(pipe.tok, ids)
     h = pipe._hidden(pipe._batch([ids] * len(wins), [feats[a:b] for a, b in wins]))[:, masks]  # (W, 2, C)
     rows = {"embedding": emb, "start": np.array([clips[a][0] for a, _ in wins]),
             "end": np.array([clips[b - 1][1] for _, b in wins])}

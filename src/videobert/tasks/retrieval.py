@@ -33,7 +33,7 @@ from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of
 from .steps import (clip_mids, clip_token_ids, gather_objects, print_rank_zero, step_clips, step_text, steps_of,
                     video_key)
-from .zero_shot import TEMPLATE
+from .zero_shot import TEMPLATE, template_masks
 
 KS = (1, 5, 10)
 
@@ -143,7 +143,7 @@ class RetrievalMetrics(nn.Module):
         self.verb_ids = torch.tensor([tokenizer.token_id(w) for w in verbs])
         self.noun_ids = torch.tensor([tokenizer.token_id(w) for w in nouns])
         self.template = tokenizer.encode(TEMPLATE)
-        self.masks = [i + 1 for i, t in enumerate(self.template) if t == tokenizer.mask_id]  # (+1: [CLS])
+        self.masks = template_masks(tokenizer, self.template)
         self.items: list[tuple] = []
         self.rows: list[dict] = []
 

@@ -21,6 +21,14 @@ from .steps import clip_mids, clip_token_ids, step_clips, steps_of, video_key
 TEMPLATE = "now let me show you how to [MASK] the [MASK]"
 
 
+def template_masks(tok, ids: list[int], template: str = TEMPLATE) -> list[int]:
+    """Positions of the template's verb and noun [MASK]s in `[CLS] template ...` (`ids`: the template's tokens)."""
+    masks = [i + 1 for i, t in enumerate(ids) if t == tok.mask_id]  # (+1: [CLS])
+    if len(masks) != 2:
+        raise ValueError(f"the template must hold two [MASK] tokens (verb, noun), got {len(masks)}: {template!r}")
+    return masks
+
+
 class ZeroShotData:
     """Turns decoded test videos plus their ground truth into zero-shot classification examples."""
 
@@ -32,10 +40,7 @@ class ZeroShotData:
         self.verb_ids = torch.tensor([tokenizer.token_id(w) for w in self.verbs])
         self.noun_ids = torch.tensor([tokenizer.token_id(w) for w in self.nouns])
         self.template = tokenizer.encode(TEMPLATE)
-        masks = [i + 1 for i, t in enumerate(self.template) if t == tokenizer.mask_id]  # +1 for [CLS]
-        if len(masks) != 2:
-            raise ValueError(f"the template must hold two [MASK] tokens, got {len(masks)}: {TEMPLATE!r}")
-        self.mask_positions = masks
+        self.mask_positions = template_masks(tokenizer, self.template)
 
     def examples(self, video: dict):
         steps = steps_of(self.truth, video["json"]["video_id"])

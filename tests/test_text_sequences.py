@@ -142,3 +142,19 @@ def test_neighbouring_sentences_and_visual_subsampling(tokenizer):
             covered += k
         assert covered == 10  # every sentence used once
     assert set(lengths) == {1, 2, 3} and rates == {1, 2, 3, 4, 5}
+
+
+def test_wordpiece_vocabulary_is_deterministic_and_ordered(tmp_path):
+    texts = ["Stir the egg, stir it!", "flip the fish", "the egg"]
+    a = train_wordpiece(texts, tmp_path / "a", vocab_size=100).read_text().split("\n")
+    b = train_wordpiece(texts[::-1], tmp_path / "b", vocab_size=100).read_text().split("\n")
+    assert a == b  # the same file whatever the order of the texts (and the process's hash seed)
+    words = a[a.index("##t") + 1:-1]
+    assert words == ["the", "egg", "stir", "fish", "flip", "it"]  # by count, ties alphabetical
+    assert a[:len(SPECIAL_TOKENS)] == SPECIAL_TOKENS and "!" in a and "##g" in a
+    small = train_wordpiece(texts, tmp_path / "c", vocab_size=len(a) - 1 - 3).read_text().split("\n")
+    assert "fish" not in small and "flip" not in small and "it" not in small  # the rarest words are left out
+    tok = TextTokenizer(tmp_path / "c/vocab.txt")
+    assert tok.decode(tok.encode("flip the fish")) == "flip the fish"  # spelt in characters instead
+    with pytest.raises(ValueError, match="smaller than"):
+        train_wordpiece(texts, tmp_path / "d", vocab_size=10)

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,10 +70,29 @@ class TextTokenizer:
 
 
 def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2000) -> Path:
-    """Train a lowercase WordPiece vocabulary on `texts`; write `out_dir/vocab.txt`."""
+    """A lowercase WordPiece vocabulary for `texts`, written to `out_dir/vocab.txt`, the same file for the same
+    texts in any process.
+
+    The special tokens, every character seen (alone and as a `##` continuation piece), then whole words by
+    frequency (ties alphabetical) until `vocab_size`; a word left out is split into characters by WordPiece.
+    Words are cut as BERT's normaliser and pre-tokeniser cut them. (`tokenizers`' own WordPiece trainer breaks
+    ties between equally frequent merges in hash order, so two builds of one corpus got different ids and
+    trained different models.) Built for small closed vocabularies such as the built-in corpus's; for real
+    captions use a pretrained BERT's vocab.txt.
+    """
+    backend = BertWordPieceTokenizer(lowercase=True)._tokenizer
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    tails = sorted({c for w in counts for c in w[1:]})
+    vocab = SPECIAL_TOKENS + chars + [f"##{c}" for c in tails]
+    if len(vocab) > vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(vocab)} special tokens and characters")
+    known = set(vocab)
+    words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
+    vocab += words[:vocab_size - len(vocab)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tok = BertWordPieceTokenizer(lowercase=True)
-    tok.train_from_iterator(list(texts), vocab_size=vocab_size, min_frequency=1, special_tokens=SPECIAL_TOKENS)
-    tok.save_model(str(out))
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     return out / "vocab.txt"

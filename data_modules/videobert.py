@@ -339,9 +339,9 @@ class VideoBertDataModule(L.LightningDataModule):
         self.test_data = task = TASKS[self.hparams.test_task](self.tokenizer, self.vocab, truth,
                                                               self.hparams.max_visual_words, features=self.features)
         train_truth = self._paths().get("train_ground_truth")
-        if hasattr(task, "label_words") and train_truth and Path(train_truth).is_file() and self._paths().get("train"):
-            task.word_labels = task.label_words((decode_video(s, self.vocab.dim) for s in self._train_samples()),
-                                                json.loads(Path(train_truth).read_text()))
+        if hasattr(task, "learn_baselines") and train_truth and Path(train_truth).is_file() and self._paths().get("train"):
+            task.learn_baselines((decode_video(s, self.vocab.dim) for s in self._train_samples()),
+                                 json.loads(Path(train_truth).read_text()))
         return self._stream("test", self._sets("test"), lambda videos, rng: task(videos),
                             lambda ex, rng: task.collate(ex), "exact", None, self.hparams.seed + 2, 0, StreamState(),
                             shuffle=False)

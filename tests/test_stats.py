@@ -48,10 +48,12 @@ def test_with_intervals_adds_every_rate_with_its_n_and_the_summary_shows_them():
 def test_report_cells_carry_interval_and_n():
     from videobert.report import table
 
-    zs = with_intervals({"verb_top1": 0.75, "verb_top1_chance": 0.1, "steps": 200.0}, {"verb_top1": "steps"})
+    zs = with_intervals({"verb_top1": 0.75, "verb_top1_majority": 0.2, "steps": 200.0},
+                        {"verb_top1": "steps", "verb_top1_majority": "steps"})
     lines = table({"quickstart": {"zero_shot": zs}})
-    lo, hi = (100 * v for v in wilson(150, 200))
-    assert f"| zero-shot verb top-1 | 75.0% [{lo:.1f}, {hi:.1f}] n=200 | 10.0% | - |" in lines
+    (lo, hi), (blo, bhi) = ((100 * v for v in wilson(k, 200)) for k in (150, 40))
+    assert (f"| zero-shot verb top-1 (baseline: the training majority verb) | 75.0% [{lo:.1f}, {hi:.1f}] n=200 | "
+            f"20.0% [{blo:.1f}, {bhi:.1f}] n=200 | - |") in lines
 
 
 def test_text_to_video_baseline_is_the_most_frequent_training_word_not_the_test_mode():
@@ -140,7 +142,8 @@ def test_text_to_video_depicts_by_hand():
     # clips (middles 0.75, 2.25, 3.75, 5.25, 6.75, 8.25) show words 0, 0, 1, 2, 2, 0
     video = {"json": {"video_id": "a", "clips": [[1.5 * i, 1.5 * (i + 1)] for i in range(6)]},
              "features": np.eye(4, dtype=np.float32)[[0, 0, 1, 2, 2, 0]]}
-    labels = data.label_words([video], truth)
+    data.learn_baselines([video], truth)
+    labels = data.word_labels
     cut_egg, stir_fish = data.pair_id[("cut", "egg")], data.pair_id[("stir", "fish")]
     assert labels.tolist() == [cut_egg, -1, stir_fish, -1]  # word 0: 2 of 3 clips cut-egg; 1: idle; 3: unused
     metrics = TextToVideoMetrics(10, vocab, labels)
@@ -149,3 +152,21 @@ def test_text_to_video_depicts_by_hand():
     assert out["depicts_top1"] == pytest.approx(1 / 3) and out["depicts_top5"] == 1.0
     assert out["depicts_chance_top1"] == pytest.approx(1 / 4)  # one word of 4 depicts each of these pairs
     assert out["most_frequent_depicts_top1"] == pytest.approx(1 / 3)  # word 0 (most used) depicts cut-egg
+
+
+def test_zero_shot_majority_baseline_comes_from_training_steps():
+    from videobert.tasks.zero_shot import ZeroShotData, ZeroShotMetrics
+
+    data = ZeroShotData.__new__(ZeroShotData)  # (only the label vocabularies matter here)
+    data.verbs, data.nouns = ["cut", "stir"], ["egg", "fish"]
+    train = {"videos": {"a": {"steps": [{"verb": "stir", "noun": "fish"}, {"verb": None, "noun": None},
+                                        {"verb": "stir", "noun": "egg"}, {"verb": "cut", "noun": "fish"}]}}}
+    data.learn_baselines(iter(()), train)
+    assert data.majority == {"verb": "stir", "noun": "fish"}
+    metrics = ZeroShotMetrics(data.verbs, data.nouns, data.majority)
+    verbs, nouns = torch.tensor([0, 0, 0, 1]), torch.tensor([0, 0, 1, 1])  # the test steps: mostly cut, egg
+    for what, y in (("verb", verbs), ("noun", nouns)):
+        metrics.majority_hits[what].update((y == metrics.majority[what]).sum().float())
+    metrics.steps.update(4.0)
+    out = metrics.compute()
+    assert out["verb_top1_majority"] == 0.25 and out["noun_top1_majority"] == 0.5  # not the test mode's 0.75

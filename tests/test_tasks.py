@@ -29,27 +29,60 @@ def test_retrieval_ranks_and_recall_from_a_known_similarity_matrix():
     assert ranks_from_scores(tied, same).tolist() == [1, 2, 3]
 
 
-def test_forecasting_windows_mask_the_next_three_words(tmp_path):
+def _steps(*spec):
+    """Ground-truth steps of 2 clips (3 s) each: (verb, noun) or None (idle)."""
+    return [{"verb": p and p[0], "noun": p and p[1], "start": 3.0 * i, "end": 3.0 * i + 3.0} for i, p in enumerate(spec)]
+
+
+def test_forecasting_steps_and_training_baselines_by_hand():
+    from videobert.tasks.forecasting import ForecastingMetrics
+
     class Tok:
         vocab_size, cls_id, sep_id, bridge_id, mask_id, pad_id = 10, 2, 3, 5, 4, 0
 
-    class Vocab:
-        size = 20
+    class Vocab:  # word of a clip = its feature
+        size = 4
 
         def words(self, f):
             return f[:, 0].astype(np.int64)
 
-    data = ForecastingData(Tok(), Vocab(), context=4, max_visual_words=16)
-    video = {"__key__": "v", "features": np.arange(12)[:, None].astype(np.float32),
-             "json": {"video_id": "v", "clips": [[1.5 * i, 1.5 * i + 1.5] for i in range(12)]}}
+    verbs, nouns = ["cut", "stir"], ["egg", "fish"]
+    train = {"verbs": verbs, "nouns": nouns, "videos": {
+        "t0": {"steps": _steps(("cut", "egg"), ("stir", "egg"), ("cut", "fish"))},
+        "t1": {"steps": _steps(("cut", "egg"), None, ("stir", "egg"))},
+        "t2": {"steps": _steps(("cut", "egg"), ("cut", "fish"))}}}
+    feats = {"t0": [0, 0, 1, 1, 2, 2], "t1": [0, 0, 3, 3, 1, 1], "t2": [0, 0, 2, 2]}
+    videos = [{"json": {"video_id": k, "clips": [[1.5 * i, 1.5 * i + 1.5] for i in range(len(f))]},
+               "features": np.array(f, np.float32)[:, None]} for k, f in feats.items()]
+    test = {"verbs": verbs, "nouns": nouns, "videos": {"v": {"steps": _steps(("cut", "egg"), None, ("stir", "egg"),
+                                                                            ("cut", "fish"))}}}
+    data = ForecastingData(Tok(), Vocab(), test, max_visual_words=5)
+    data.learn_baselines(videos, train)
+    assert data.word_labels.tolist() == [0, 2, 1, -1]  # word 0: cut-egg (pair 0), 1: stir-egg (2), 2: cut-fish (1), 3: idle
+    # after cut-egg, training shows stir-egg twice and cut-fish once; after stir-egg, cut-fish
+    # overall, stir-egg and cut-fish follow twice each: the majority takes the first of tied labels (cut, egg)
+    assert data.baselines(("cut", "egg")) == {"bigram": (1, 0), "repeat": (0, 0), "majority": (0, 0)}
+    assert data.baselines(("stir", "egg"))["bigram"] == (0, 1)
+    assert data.baselines(("stir", "fish"))["bigram"] == (0, 0)  # never seen in training: the overall counts
+    video = {"__key__": "v", "features": np.array([0, 0, 3, 3, 1, 1, 2, 2], np.float32)[:, None],
+             "json": {"video_id": "v", "clips": [[1.5 * i, 1.5 * i + 1.5] for i in range(8)]}}
     exs = list(data.examples(video))
-    assert len(exs) == 3  # windows of 4 + 3 clips at stride 2 over 12 clips: starts 0, 2, 4
-    first = exs[1]
-    assert first["input_ids"].tolist() == [2, 5, 12, 13, 14, 15, 4, 4, 4, 3]  # [CLS] [>] v2..v5 [MASK]x3 [SEP]
-    assert first["labels"][6:9].tolist() == [16, 17, 18] and first["last"] == 15
-    assert [c.index for c in first["window"]] == list(range(2, 9)) and first["window"][-1].start == 12.0  # its clips
+    assert [(e["verb"], e["noun"]) for e in exs] == [(1, 0), (0, 1)]  # the steps that follow another
+    assert exs[0]["input_ids"].tolist() == [2, 5, 10, 13, 13, 4, 4, 3]  # the last 3 clips before, then [MASK] x 2
+    assert exs[0]["labels"][5:7].tolist() == [11, 11] and exs[0]["last"] == 13
+    assert exs[1]["baselines"]["bigram"] == (0, 1) and exs[1]["baselines"]["repeat"] == (1, 0)
+    batch = data.collate(exs)
+    metrics = ForecastingMetrics(10, 4, None, data.word_labels, (2, 2))
+    # the model puts its mass on word 1 (stir-egg) for the first step and word 0 (cut-egg) for the second
+    logits = torch.tensor([[[0.0, 9, 0, 0]] * 2, [[9.0, 0, 0, 0]] * 2])
+    metrics._update_steps(logits, batch)
+    metrics.transitions.update(2.0)
+    out = {k: v for k, v in metrics.compute().items() if k.endswith("_top1") and ("verb" in k or "noun" in k)}
+    assert out == {"verb_top1": 1.0, "noun_top1": 0.5, "bigram_verb_top1": 1.0, "bigram_noun_top1": 1.0,
+                   "repeat_verb_top1": 0.0, "repeat_noun_top1": 0.5, "majority_verb_top1": 0.5,
+                   "majority_noun_top1": 0.5, "chance_verb_top1": 0.5, "chance_noun_top1": 0.5}
     with pytest.raises(ValueError, match="not CBT"):
-        ForecastingData(Tok(), None, features=True)
+        ForecastingData(Tok(), None, test, features=True)
 
 
 def test_summary_selection_and_f1_by_hand():

@@ -25,9 +25,33 @@ import numpy as np
 
 VERBS = ["stir", "roll", "flip", "spin", "toss", "shake", "press", "cut", "pour", "peel"]
 NOUNS = ["tomato", "egg", "onion", "carrot", "potato", "cucumber", "lemon", "bread", "cheese", "fish"]
-# 10 of the 100 verb-noun pairs, each verb and each noun in one of them: a corpus made with
-# `hold_out_pairs` never shows them, so a test on them asks for combinations never seen together
-HELD_OUT_PAIRS = [(VERBS[i], NOUNS[(3 * i + 1) % len(NOUNS)]) for i in range(len(VERBS))]
+# Videos follow recipes: each dish is an ordered list of (verb, noun or slot, probability the step is done);
+# a slot is an ingredient drawn once per video (A and B: two different vegetables), so one noun comes back
+# within a video. Steps repeat within a recipe (a summary must choose), recipes share steps (the last step
+# alone does not tell the next one; the dish, known from the steps before it, does), and optional steps
+# vary the order.
+VEGETABLES = ["tomato", "onion", "carrot", "potato", "cucumber"]
+SLOTS = {"A": VEGETABLES, "B": VEGETABLES, "C": ["egg", "cheese"], "D": ["cheese", "fish"]}
+RECIPES = {
+    "salad": [("peel", "A", 0.6), ("cut", "A", 1), ("cut", "B", 1), ("toss", "A", 1), ("press", "lemon", 0.5),
+              ("shake", "D", 0.5), ("toss", "A", 1)],
+    "omelette": [("shake", "C", 1), ("pour", "C", 0.7), ("cut", "A", 0.7), ("stir", "C", 1), ("stir", "A", 0.6),
+                 ("flip", "C", 1), ("flip", "C", 0.5)],
+    "sandwich": [("cut", "bread", 1), ("flip", "bread", 0.5), ("press", "D", 1), ("cut", "A", 1), ("roll", "A", 0.6),
+                 ("press", "bread", 1), ("cut", "bread", 0.7)],
+    "fish fry": [("peel", "lemon", 0.5), ("roll", "fish", 1), ("flip", "fish", 1), ("press", "lemon", 1),
+                 ("spin", "A", 0.6), ("flip", "fish", 0.6)],
+    "soup": [("peel", "A", 1), ("cut", "A", 1), ("pour", "A", 1), ("stir", "A", 1), ("spin", "B", 0.6),
+             ("stir", "A", 1), ("shake", "B", 0.5)],
+    "pizza": [("roll", "bread", 1), ("spin", "bread", 1), ("cut", "A", 1), ("toss", "A", 0.6), ("pour", "D", 1),
+              ("spin", "bread", 1)],
+}
+# 10 verb-noun pairs, each verb and each noun in one of them: a corpus made with `hold_out_pairs` never
+# shows them (such a step takes another ingredient of its slot, or is left out when its noun is fixed),
+# so a test on them asks for combinations never seen together
+HELD_OUT_PAIRS = [("peel", "lemon"), ("cut", "carrot"), ("toss", "cucumber"), ("stir", "onion"),
+                  ("pour", "egg"), ("flip", "bread"), ("press", "cheese"), ("roll", "tomato"), ("spin", "potato"),
+                  ("shake", "fish")]
 
 # noun -> (shape, rgb colour, texture); textures move with the object so rotation is visible
 OBJECTS = {
@@ -79,7 +103,7 @@ MOOD_REMARKS = {
 SENTIMENTS = ("negative", "positive")  # class ids 0 and 1
 RESULT_CLIPS = 2  # length of the result scene
 
-CORPUS_VERSION = 3  # bump when the rendering or narration changes, so caches of the old corpus are not reused
+CORPUS_VERSION = 4  # bump when the rendering or narration changes, so caches of the old corpus are not reused
 FPS = 20
 CLIP_SECONDS = 1.5  # the paper's clip: 30 frames at 20 fps
 
@@ -193,23 +217,33 @@ def render_result(noun: str, burnt: bool, t: float, look: dict, size: int) -> np
 
 
 def _plan_video(rng: np.random.Generator, idle_prob: float, hold_out_pairs: bool = False,
-                mark_held_out: bool = False) -> list[dict]:
-    """Steps of one video: each lasts 2-4 clips; idle scenes (no action) are mixed in. With
-    `hold_out_pairs`, no step is one of HELD_OUT_PAIRS; with `mark_held_out` (a test split for a model
-    trained on a held-out corpus), steps that are one get `unseen_pair`."""
+                mark_held_out: bool = False) -> tuple[str, list[dict]]:
+    """(dish, steps) of one video: one of RECIPES, its slots filled with ingredients, optional steps kept
+    with their probability; each step lasts 2-3 clips, and an idle scene (no action) comes before a step
+    with `idle_prob`. With `hold_out_pairs`, a step that would be one of HELD_OUT_PAIRS takes another
+    ingredient of its slot (or is left out, its noun being fixed); with `mark_held_out` (the test split of a
+    model trained on a held-out corpus), such steps get `unseen_pair`."""
+    dish = sorted(RECIPES)[int(rng.integers(len(RECIPES)))]
+    veg = rng.permutation(VEGETABLES).tolist()
+    fill = {"A": veg[0], "B": veg[1], "C": _pick(rng, SLOTS["C"]), "D": _pick(rng, SLOTS["D"])}
     steps, t = [], 0.0
-    for _ in range(int(rng.integers(4, 8))):
-        n_clips = int(rng.integers(2, 5))
+    for verb, noun, keep in RECIPES[dish]:
+        if rng.random() >= keep:
+            continue
+        pair = (verb, fill.get(noun, noun))
+        if hold_out_pairs and pair in HELD_OUT_PAIRS:
+            if noun not in SLOTS:
+                continue
+            pair = (verb, _pick(rng, [n for n in SLOTS[noun] if n != pair[1]]))
         if rng.random() < idle_prob:
+            n_clips = int(rng.integers(2, 4))
             steps.append({"verb": None, "noun": None, "start": t, "end": t + n_clips * CLIP_SECONDS})
-        else:
-            pair = (VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))])
-            while hold_out_pairs and pair in HELD_OUT_PAIRS:
-                pair = (VERBS[rng.integers(len(VERBS))], NOUNS[rng.integers(len(NOUNS))])
-            steps.append({"verb": pair[0], "noun": pair[1], "start": t, "end": t + n_clips * CLIP_SECONDS,
-                          "unseen_pair": mark_held_out and pair in HELD_OUT_PAIRS})
+            t += n_clips * CLIP_SECONDS
+        n_clips = int(rng.integers(2, 4))
+        steps.append({"verb": pair[0], "noun": pair[1], "start": t, "end": t + n_clips * CLIP_SECONDS,
+                      "unseen_pair": mark_held_out and pair in HELD_OUT_PAIRS})
         t += n_clips * CLIP_SECONDS
-    return steps
+    return dish, steps
 
 
 def _pick(rng: np.random.Generator, options: list[str]) -> str:
@@ -277,7 +311,7 @@ def _make_video(args: tuple) -> tuple[str, dict]:
     # a dark, muted cutting board, so no object blends into it
     look = {"board": rng.uniform(50, 95) + rng.uniform(-8, 8, 3), "amp": rng.uniform(0.85, 1.15),
             "scale": rng.uniform(0.85, 1.15), "offset": rng.uniform(-4, 4, 2), "tint": rng.uniform(0.92, 1.08)}
-    steps = _plan_video(rng, idle_prob, hold_out_pairs, mark_held_out)
+    recipe, steps = _plan_video(rng, idle_prob, hold_out_pairs, mark_held_out)
     burnt = bool(rng.random() < burnt_prob)
     dish = next((s["noun"] for s in reversed(steps) if s["noun"]), NOUNS[int(rng.integers(len(NOUNS)))])
     end = steps[-1]["end"]
@@ -296,7 +330,7 @@ def _make_video(args: tuple) -> tuple[str, dict]:
 
     write_mp4(Path(out_dir) / f"{video_id}.mp4", frames(), FPS, size)
     write_vtt(Path(out_dir) / f"{video_id}.vtt", cues)
-    return video_id, {"duration": steps[-1]["end"], "steps": steps, "sentiment": sentiment}
+    return video_id, {"duration": steps[-1]["end"], "recipe": recipe, "steps": steps, "sentiment": sentiment}
 
 
 def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, prefix: str = "video",

@@ -29,7 +29,8 @@ def flops_per_token(cfg, seq_len: float) -> float:
 
 def measured_cpu_peak(n: int = 1024, repeats: int = 5) -> float:
     """fp32 matmul FLOP/s of this process's threads (the best of `repeats` n x n products)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    gen = torch.Generator().manual_seed(0)  # (its own generator: measuring must not move a run's random stream)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
     a @ b
     best = float("inf")
     for _ in range(repeats):

@@ -1,6 +1,8 @@
 """Text <-> video retrieval over the action steps of held-out videos, relevance by ground truth.
 
-The candidate pool is every action step of the test videos (its clips). The queries are the steps whose
+The candidate pool is every action step of the first `pool_videos` test videos by id (40 by default: ~220
+steps on the built-in corpus; the cross-encoder scores queries x pool pairs, so the pool is kept to what
+a CPU scores in minutes; None: every test video). The queries are the steps whose
 narration describes them (the caption sentences in the step name its verb and its noun; fillers and
 mismatched sentences cannot be answered, so they are not queries). A candidate answers a query when its
 step shows the same verb and noun, whatever the words: several candidates answer most queries. Scorers,
@@ -42,14 +44,17 @@ class RetrievalData:
     """Held-out videos + ground truth -> one example per step (text ids, clip ids/features)."""
 
     def __init__(self, tokenizer, vocab, truth: dict, max_visual_words: int = 16, features: bool = False,
-                 max_text_tokens: int = 32):
+                 max_text_tokens: int = 32, pool_videos: int | None = 40):
         self.tok, self.vocab, self.truth, self.max_visual, self.features = tokenizer, vocab, truth, max_visual_words, features
         self.max_text = max_text_tokens
+        self.pool_ids = set(sorted(truth["videos"])[:pool_videos])  # (the same set on every rank)
         self.verbs, self.nouns = list(truth["verbs"]), list(truth["nouns"])
 
     def examples(self, video: dict):
         meta, feats = video["json"], video["features"]
         steps = steps_of(self.truth, meta["video_id"])
+        if meta["video_id"] not in self.pool_ids:
+            return
         words, mids = clip_token_ids(self.tok, self.vocab, feats, self.features), clip_mids(meta)
         for n, step in enumerate(steps):
             if step["verb"] is None:

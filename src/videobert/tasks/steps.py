@@ -35,6 +35,19 @@ def clip_token_ids(tok, vocab, features: np.ndarray, continuous: bool) -> np.nda
     return words + tok.vocab_size
 
 
+def depicted_pairs(vocab, pair_id: dict, videos, truth: dict) -> np.ndarray:
+    """(words,) the id (of `pair_id`: (verb, noun) -> id) of the pair most training clips of each visual word
+    show (-1: mostly no action, or never used): `videos` decoded training videos, `truth` their ground truth."""
+    counts = np.zeros((vocab.size, len(pair_id) + 1), np.int64)  # (last column: no action)
+    for video in videos:
+        steps = truth["videos"].get(video["json"]["video_id"], {}).get("steps", [])
+        for word, mid in zip(vocab.words(video["features"]), clip_mids(video["json"])):
+            step = next((s for s in steps if s["start"] <= mid < s["end"]), None)
+            counts[word, -1 if step is None or step["verb"] is None else pair_id[(step["verb"], step["noun"])]] += 1
+    labels = counts.argmax(1)
+    return np.where((labels == len(pair_id)) | (counts.sum(1) == 0), -1, labels)
+
+
 def video_key(video: dict) -> str:
     """The shard sample key of a decoded test video (what a thumbnail source looks clips up by)."""
     return video.get("__key__") or sample_key(video["json"]["video_id"])

@@ -5,7 +5,7 @@ clips) and predicts every masked visual word over the visual vocabulary. Reporte
 against the step's real visual words, next to chance and to always guessing the word most frequent in
 training; and, since a word's identity also encodes a video's look, `depicts_top1/5`: a predicted word
 counts when it depicts the step, i.e. the (verb, noun) most of the training clips of that word show
-(`word_labels`, from the training videos and their ground truth) is the step's; beside it the most
+(`word_labels`, from the training videos and their ground truth: `learn_baselines`) is the step's; beside it the most
 frequent training word's and exact chance (the share of the vocabulary's words that depict the step).
 `examples()` gives, for a few steps, the step's own clips, the predicted words and the real test clips
 nearest to them (distance of the clip's features to the predicted word's centroid): what the paper
@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of, spread
-from .steps import clip_mids, clip_token_ids, gather_objects, nearest_clips, step_clips, step_text, video_key
+from .steps import clip_mids, clip_token_ids, depicted_pairs, gather_objects, nearest_clips, step_clips, step_text, video_key
 
 
 class TextToVideoData:
@@ -35,7 +35,7 @@ class TextToVideoData:
         self.pair_id = {(v, n): i * len(self.nouns) + j for i, v in enumerate(truth["verbs"])
                         for j, n in enumerate(self.nouns)}
         self.word_labels: np.ndarray | None = None  # (words,) the pair id each word depicts, -1: none (set by the
-        # DataModule from the training videos: `label_words`)
+        # DataModule from the training videos: `learn_baselines`)
 
     def examples(self, video: dict):
         meta, feats = video["json"], video["features"]
@@ -67,17 +67,9 @@ class TextToVideoData:
     def metrics(self) -> "TextToVideoMetrics":
         return TextToVideoMetrics(self.tok.vocab_size, self.vocab, self.word_labels)
 
-    def label_words(self, videos, truth: dict) -> np.ndarray:
-        """(words,) the pair id most training clips of each word show (-1: mostly no action, or never used):
-        `videos` decoded training videos, `truth` their ground truth."""
-        counts = np.zeros((self.vocab.size, len(self.pair_id) + 1), np.int64)  # (last column: no action)
-        for video in videos:
-            meta, steps = video["json"], truth["videos"].get(video["json"]["video_id"], {}).get("steps", [])
-            for word, mid in zip(self.vocab.words(video["features"]), clip_mids(meta)):
-                step = next((s for s in steps if s["start"] <= mid < s["end"]), None)
-                counts[word, -1 if step is None or step["verb"] is None else self.pair_id[(step["verb"], step["noun"])]] += 1
-        labels = counts.argmax(1)
-        return np.where((labels == len(self.pair_id)) | (counts.sum(1) == 0), -1, labels)
+    def learn_baselines(self, videos, truth: dict) -> None:
+        """What each visual word depicts, from the training videos (decoded) and their ground truth."""
+        self.word_labels = depicted_pairs(self.vocab, self.pair_id, videos, truth)
 
 
 class TextToVideoMetrics(nn.Module):

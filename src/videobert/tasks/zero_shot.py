@@ -78,18 +78,30 @@ class ZeroShotData:
         batch["clips"] = [e["clips"] for e in examples]
         return batch
 
+    def learn_baselines(self, videos, truth: dict) -> None:
+        """The verb and the noun most frequent among the training videos' action steps (`truth`: their ground
+        truth; `videos` is not read); ties go to the first label."""
+        steps = [s for info in truth["videos"].values() for s in info["steps"] if s["verb"] is not None]
+        self.majority = {what: max(names, key=[s[what] for s in steps].count)
+                         for what, names in (("verb", self.verbs), ("noun", self.nouns))}
+
     def metrics(self) -> "ZeroShotMetrics":
-        return ZeroShotMetrics(self.verbs, self.nouns)
+        return ZeroShotMetrics(self.verbs, self.nouns, getattr(self, "majority", None))
 
 
 class ZeroShotMetrics(nn.Module):
     """Top-1/top-5 verb and noun accuracy (torchmetrics), with chance levels, and confusion matrices."""
 
-    RATES = {f"{what}_top{k}{part}": "unseen_pair_steps" if part else "steps"  # (proportions: their n)
-             for what in ("verb", "noun") for k in (1, 5) for part in ("", "_unseen_pairs")}
+    RATES = {**{f"{what}_top{k}{part}": "unseen_pair_steps" if part else "steps"  # (proportions: their n)
+                for what in ("verb", "noun") for k in (1, 5) for part in ("", "_unseen_pairs")},
+             "verb_top1_majority": "steps", "noun_top1_majority": "steps"}
 
-    def __init__(self, verbs: list[str], nouns: list[str], shown: int = 8):
+    def __init__(self, verbs: list[str], nouns: list[str], majority: dict | None = None, shown: int = 8):
+        """`majority`: the training steps' most frequent verb and noun ({"verb": ..., "noun": ...}), a baseline."""
         super().__init__()
+        self.majority = None if majority is None else {w: [verbs, nouns][i].index(majority[w])
+                                                       for i, w in enumerate(("verb", "noun"))}
+        self.majority_hits = nn.ModuleDict({what: SumMetric() for what in ("verb", "noun")})
         self.shown, self.rows = shown, []  # the first steps this rank sees, for `examples()`
         self.labels = {"verb": list(verbs), "noun": list(nouns)}
         self.sizes = {what: len(names) for what, names in self.labels.items()}
@@ -113,6 +125,8 @@ class ZeroShotMetrics(nn.Module):
                     self.acc[f"{what}_top{k}_unseen_pairs"].update(logits[unseen], batch[what][unseen])
             preds[what] = logits.argmax(-1)
             self.confusion[what].update(preds[what], batch[what])
+            if self.majority is not None:
+                self.majority_hits[what].update((batch[what] == self.majority[what]).sum().float())
         self.unseen.update(batch["unseen"].sum().float())
         self.steps.update(float(len(hidden)))
         if len(self.rows) < self.shown:  # (a device-to-host copy only while example rows are missing)
@@ -144,8 +158,10 @@ class ZeroShotMetrics(nn.Module):
         if unseen:
             out["unseen_pair_steps"] = float(unseen)
         out["steps"] = float(self.steps.compute())
-        self.unseen.reset()
-        self.steps.reset()
+        if self.majority is not None:
+            out.update({f"{what}_top1_majority": float(m.compute()) / out["steps"] for what, m in self.majority_hits.items()})
+        for m in (self.unseen, self.steps, *self.majority_hits.values()):
+            m.reset()
         return out
 
     def figures(self) -> dict:

@@ -1,5 +1,6 @@
 """Fine-tuning tasks (sentiment, captioning): end to end through the CLI from a tiny pretrained checkpoint,
 their metrics against hand computations, and the errors for bad input."""
+import io
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,6 +82,24 @@ def test_captioning_fine_tunes_generates_and_scores(quickstart_cache, pretrained
     rows = _examples_with_thumbnails(tmp_path, "captioning")
     narration = {c for p in (quickstart_cache / "corpus/test").glob("*.vtt") for c in p.read_text().splitlines()}
     assert rows and all(r["reference"] in narration and isinstance(r["generated"], str) for r in rows)
+    # the exported captioner (Python API) writes, for the same sentences' clips, the captions the test wrote
+    from videobert.api import VideoBertPipeline
+    from videobert.cli import export_checkpoint
+
+    export_checkpoint(str(next(tmp_path.glob("**/checkpoints/last.ckpt"))), str(tmp_path / "export"))
+    vb = VideoBertPipeline.from_pretrained(tmp_path / "export")
+    key = rows[0]["video"]
+    mine = [r for r in rows if r["video"] == key]
+    sample = next(s for t in sorted((quickstart_cache / "features/test").glob("*.tar"))
+                  for s in wds.WebDataset(str(t), shardshuffle=False) if s["__key__"] == key)
+    meta, feats = json.loads(sample["json"]), np.load(io.BytesIO(sample["features.npy"])).astype(np.float32)
+    got = vb.caption(feats, spans=[tuple(r["span"]) for r in mine], clip_spans=meta["clips"])
+    assert [g["caption"] for g in got] == [r["generated"] for r in mine]
+    pretrained_only = VideoBertPipeline.from_pretrained(tmp_path / "export")
+    (tmp_path / "export/captioner.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no captioning decoder.*captioning.yaml"):
+        VideoBertPipeline.from_pretrained(tmp_path / "export").caption(feats)
+    assert pretrained_only._captioner is None
 
 
 def test_macro_f1_and_majority_baseline_by_hand():

@@ -6,6 +6,7 @@
     vb.visual_words("cooking.avi")              # (clips,) one visual word per 1.5 s clip
     vb.embed_video("cooking.avi"), vb.embed_text("stir the egg")   # (hidden,) each
     vb.classify("cooking.avi", ["stir", "cut"], ["egg", "fish"])    # verb, noun per window of clips
+    vb.caption("cooking.avi")                   # a sentence per 3 clips (an export of a captioning checkpoint)
 
 A video goes through the extractor the model was trained with (`extractor.json` of the export, recorded by
 the feature stage): the same decoding, clips and float16 rounding as `videobert data features`, so the
@@ -40,7 +41,7 @@ class VideoBertPipeline:
         self.model, self.tok, self.vocab, self.device = model.to(device).eval(), tokenizer, vocab, device
         self.spec, self.fps, self.clip_frames = extractor["spec"], extractor["fps"], extractor["clip_frames"]
         self.window = window
-        self._extractor = None
+        self._extractor, self._captioner, self.folder = None, None, None
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> "VideoBertPipeline":
@@ -55,7 +56,9 @@ class VideoBertPipeline:
                                     "(re-export the checkpoint with `videobert export`)")
         model, tok, vocab = load_pretrained(folder)
         extractor = json.loads((folder / "extractor.json").read_text())
-        return cls(model, tok, vocab, extractor, device, extractor.get("max_visual_words", 16))
+        vb = cls(model, tok, vocab, extractor, device, extractor.get("max_visual_words", 16))
+        vb.folder = folder
+        return vb
 
     @property
     def extractor(self):
@@ -171,17 +174,7 @@ class VideoBertPipeline:
         ids = self.tok.encode(template)
         masks = template_masks(self.tok, ids, template)
         cands = [torch.tensor([self.tok.token_id(w) for w in words], device=self.device) for words in (verbs, nouns)]
-        feats = self._features(video)
-        if clip_spans is None:  # (features without times: consecutive clips of the training length)
-            clip_s = self.clip_frames / self.fps
-            clip_spans = self.clips(video) if not isinstance(video, np.ndarray) else [
-                (clip_s * i, clip_s * (i + 1)) for i in range(len(feats))]
-        if spans is None:
-            spans = [(clip_spans[i][0], clip_spans[min(len(feats), i + self.window) - 1][1])
-                     for i in range(0, len(feats), self.window)]
-        mids = np.asarray(clip_spans, np.float64).mean(1)
-        picked = [step_clips(mids, {"start": a, "end": b}, self.window) for a, b in spans]
-        keep = [i for i, p in enumerate(picked) if len(p)]
+        feats, spans, picked, keep = self._spans(video, spans, clip_spans, self.window)
         h = self._hidden(self._batch([ids] * len(keep), [feats[picked[i]] for i in keep]))[:, masks]  # (spans, 2, C)
         out = []
         for w, i in enumerate(keep):
@@ -193,3 +186,50 @@ class VideoBertPipeline:
                 row[f"{what}s"] = [(words[int(j)], float(v)) for v, j in zip(best.values, best.indices)]
             out.append(row)
         return out
+
+    def _spans(self, video, spans, clip_spans, per_span: int):
+        """(features, spans, the clips of each span, the spans that hold a clip); spans default to windows of
+        `per_span` clips."""
+        feats = self._features(video)
+        if clip_spans is None:  # (features without times: consecutive clips of the training length)
+            clip_s = self.clip_frames / self.fps
+            clip_spans = self.clips(video) if not isinstance(video, np.ndarray) else [
+                (clip_s * i, clip_s * (i + 1)) for i in range(len(feats))]
+        if spans is None:
+            spans = [(clip_spans[i][0], clip_spans[min(len(feats), i + per_span) - 1][1])
+                     for i in range(0, len(feats), per_span)]
+        mids = np.asarray(clip_spans, np.float64).mean(1)
+        picked = [step_clips(mids, {"start": a, "end": b}, self.window) for a, b in spans]
+        return feats, spans, picked, [i for i, p in enumerate(picked) if len(p)]
+
+    def caption(self, video, spans: list[tuple[float, float]] | None = None, clips_per_caption: int = 3,
+                clip_spans: list | None = None) -> list[dict]:
+        """A caption (greedy decoding) for each time span of `spans` (the clips whose middle lies in it, as the
+        captioning test takes a narration sentence's), or for each `clips_per_caption` clips: [{start, end,
+        caption}]. Needs the export of a captioning checkpoint (fine-tuned with experiments/finetune/
+        captioning.yaml). Example: `vb.caption("a.mp4")[0]["caption"]`."""
+        captioner = self._load_captioner()
+        feats, spans, picked, keep = self._spans(video, spans, clip_spans, clips_per_caption)
+        with torch.no_grad():
+            ids = captioner.generate(self._batch([[] for _ in keep], [feats[picked[i]] for i in keep]))
+        return [{"start": float(spans[i][0]), "end": float(spans[i][1]), "caption": self.tok.decode(row)}
+                for i, row in zip(keep, ids)]
+
+    def _load_captioner(self):
+        if self._captioner is None:
+            from safetensors.torch import load_file
+
+            from .tasks.captioning import Captioner
+
+            head = None if self.folder is None else self.folder / "captioner.json"
+            if head is None or not head.is_file() or not head.with_suffix(".safetensors").is_file():
+                raise FileNotFoundError(f"{self.folder}: no captioning decoder (captioner.json + captioner.safetensors): "
+                                        "export a checkpoint fine-tuned with experiments/finetune/captioning.yaml")
+            settings = {k: v for k, v in json.loads(head.read_text()).items() if k != "task"}
+            captioner = Captioner(self.model, **settings)
+            missing, unexpected = captioner.load_state_dict(load_file(str(head.with_suffix(".safetensors"))), strict=False)
+            if unexpected or any(not k.startswith("encoder.") for k in missing):
+                raise ValueError(f"{head.with_suffix('.safetensors')}: does not match its captioner.json "
+                                 f"(missing {[k for k in missing if not k.startswith('encoder.')]}, unexpected {unexpected})")
+            self._captioner = captioner.to(self.device).eval()
+        return self._captioner

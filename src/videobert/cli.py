@@ -34,7 +34,7 @@ def data_main(argv: list[str]) -> None:
 def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:
     """Write a training checkpoint as a standard folder (config.json, model.safetensors, vocab.txt,
     visual_vocab.npz). Tokenizer and visual vocabulary default to the ones the checkpoint's DataModule used."""
-    from .pretrained import export, model_from_checkpoint
+    from .pretrained import export, export_head, model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(ckpt_path)
     dm = _datamodule(ckpt, ckpt_path) if "datamodule_hyper_parameters" in ckpt else None
@@ -51,6 +51,8 @@ def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, vi
         if extractor is not None:
             extractor["max_visual_words"] = dm.hparams.max_visual_words
     print(f"exported to {export(model, out, tokenizer, visual_vocab, extractor=extractor)}")
+    if export_head(ckpt, out):
+        print("export: with the captioning decoder (videobert.api: VideoBertPipeline.caption)")
     if extractor is None:
         print("export: the training features' extractor is unknown (no local training shards): without "
               "extractor.json, videobert.api takes features, not raw video")

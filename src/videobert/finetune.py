@@ -10,6 +10,8 @@ DataModule's. The DataModule's `task` gives the examples and, through its Data s
 """
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import lightning as L
@@ -77,6 +79,12 @@ class FineTuneModule(L.LightningModule):
             encoder.requires_grad_(False)
         trained = sum(p.numel() for p in self.net.parameters() if p.requires_grad)
         rank_zero_info(f"{self.task}: fine-tuning {trained / 1e6:.2f}M parameters from {self.hparams.pretrained}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The encoder's config and the head's settings, so `videobert export` writes a folder `videobert.api`
+        loads (the encoder; a captioning head too)."""
+        checkpoint["videobert_config"] = dataclasses.asdict(self.net.encoder.cfg)
+        checkpoint["videobert_head"] = {"task": self.task, **getattr(self.net, "settings", {})}
 
     def on_train_epoch_start(self) -> None:
         start_epoch(self)

@@ -173,12 +173,26 @@ def load_pretrained(folder: str | Path):
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[VideoBert, dict]:
-    """The encoder of a VideoBERT pretraining checkpoint (`videobert fit`), and the checkpoint itself.
+    """The encoder of a VideoBERT pretraining or fine-tuning checkpoint (`videobert fit`), and the checkpoint itself.
     Loaded with `weights_only` (never unpickles code) and memory-mapped (the optimizer state is not read)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if "videobert_config" not in ckpt:
         raise ValueError(f"{path}: not a pretrained VideoBERT checkpoint (no videobert_config); expected a "
                          "checkpoint of the VideoBERT pretraining module or a `videobert export` folder")
     model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
-    model.load_state_dict({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    prefix = "net.encoder." if "videobert_head" in ckpt else "model."  # (a fine-tuning checkpoint: its encoder)
+    model.load_state_dict({k.removeprefix(prefix): v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)})
     return model, ckpt
+
+
+def export_head(ckpt: dict, out: str | Path) -> bool:
+    """Write a captioning fine-tuning checkpoint's decoder beside its exported encoder: captioner.json (its
+    settings) and captioner.safetensors. False for any other checkpoint (nothing written)."""
+    head = ckpt.get("videobert_head") or {}
+    if head.get("task") != "captioning":
+        return False
+    state = {k.removeprefix("net."): v.contiguous() for k, v in ckpt["state_dict"].items()
+             if k.startswith("net.") and not k.startswith("net.encoder.")}
+    save_file(state, str(Path(out) / "captioner.safetensors"))
+    (Path(out) / "captioner.json").write_text(json.dumps(head, indent=1))
+    return True

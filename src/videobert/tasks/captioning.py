@@ -90,6 +90,8 @@ class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, bos_id: int, eos_id: int, banned: list[int], max_len: int = 32,
                  decoder_layers: int = 2, decoder_heads: int = 4, dropout: float = 0.1):
         super().__init__()
+        self.settings = {"bos_id": bos_id, "eos_id": eos_id, "banned": list(banned), "max_len": max_len,
+                         "decoder_layers": decoder_layers, "decoder_heads": decoder_heads}  # (for `videobert export`)
         c, self.text_vocab = encoder.cfg.hidden_size, encoder.cfg.text_vocab_size
         self.encoder, self.bos, self.eos, self.max_len = encoder, bos_id, eos_id, max_len
         self.positions = nn.Embedding(max_len + 2, c)

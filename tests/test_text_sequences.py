@@ -91,6 +91,19 @@ def test_builder_pairs_negatives_and_modes(tokenizer):
                 assert (vis != v + w).all()
     assert negatives / (aligned + negatives) == pytest.approx(0.45, abs=0.07)  # none for the first video
 
+    # hard negatives: the clips of another, non-neighbouring sentence of the same video
+    hard = SequenceBuilder(tokenizer, FakeVocab(), mask_prob=0.0, mix=(1, 0, 0), negative_prob=1.0, hard_negatives=1.0)
+    clips = [[1.5 * i, 1.5 * i + 1.5] for i in range(8)]  # word of clip i: i
+    sents = [{"start": 1.5 * i, "end": 1.5 * i + 3, "text": f"step {i}"} for i in range(0, 8, 2)]  # 2 clips each
+    exs = list(hard.video_examples({"features": np.arange(8)[:, None], "json": {"clips": clips, "sentences": sents}},
+                                   rng, __import__("collections").deque()))
+    assert len(exs) == 4 and all(ex["align_label"] == 0 for ex in exs)  # (no other video needed)
+    for g, ex in enumerate(exs):
+        shown = {int(t) - v for t in ex["input_ids"][ex["segment_ids"] == 1][1:-1]}
+        assert len(shown) == 2 and all(abs(w // 2 - g) > 1 for w in shown)  # another sentence's clips, not a neighbour's
+    with pytest.raises(ValueError, match="hard_negatives"):
+        SequenceBuilder(tokenizer, FakeVocab(), hard_negatives=1.5)
+
     text_only = SequenceBuilder(tokenizer, FakeVocab(), mask_prob=0.0, mix=(0, 1, 0))
     ex = next(text_only.video_examples(video(3), rng, others))
     assert ex["align_label"] == IGNORE and (ex["segment_ids"] == 0).all()

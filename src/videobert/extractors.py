@@ -7,7 +7,11 @@ Every extractor is an `nn.Module` with `size` (square frame side the decoder mus
 `builtin` needs no weights: a HOG/HOF-style descriptor (Laptev et al.) of appearance (colour histogram,
 gradient orientations) and motion (Lucas-Kanade flow orientations per temporal segment, divergence and
 curl, and the temporal spectrum of the mean flow). Each block is L2-normalised and weighted so that
-appearance and motion weigh about the same in k-means distances.
+appearance and motion weigh about the same in k-means distances; a block whose norm is below its floor
+(`floors`, about half the smallest norm an action clip of the built-in corpus gives) is divided by the floor
+instead, so a nearly empty block (the gradients of an empty board, the flow of an idle scene) stays small
+rather than being scaled up to full weight. The background is estimated per row from the clip's left and
+right border columns, so a board shaded from top to bottom is not taken for foreground.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return p[..., k:, k:] - p[..., :-k, k:] - p[..., k:, :-k] + p[..., :-k, :-k]
 
 
-def _l2(x: np.ndarray) -> np.ndarray:
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+def _l2(x: np.ndarray, floor: float = 1e-6) -> np.ndarray:
+    """`x` over its L2 norm, or over `floor` when the norm is smaller (a near-empty block stays near zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), floor)
 
 
 def _orientation_hist(dx, dy, weight, bins: int, signed: bool) -> np.ndarray:
@@ -39,13 +44,16 @@ class BuiltinExtractor(nn.Module):
     """Weight-free appearance + motion descriptor. `size` is the square input side in pixels."""
 
     name = "builtin"
+    version = 2  # bump when the descriptor changes, so caches of old features are not reused (2: floors, rows)
     size = 32
     runs_on_cpu = True  # numpy: feature extraction runs it inside the decoding workers, in parallel
     segments = 3  # temporal segments for the motion histograms
 
-    def __init__(self, weights: tuple[float, ...] = (2.0, 1.5, 1.0, 0.5, 1.0)):
+    def __init__(self, weights: tuple[float, ...] = (2.0, 1.5, 1.0, 0.5, 1.0),
+                 floors: tuple[float, ...] = (0.5, 2.0, 2.0, 0.04, 0.3)):
+        """`weights`, `floors`: per block (colour, gradients, flow orientations, flow dynamics, flow spectrum)."""
         super().__init__()
-        self.weights = weights
+        self.weights, self.floors = weights, floors
 
     @property
     def dim(self) -> int:
@@ -58,15 +66,16 @@ class BuiltinExtractor(nn.Module):
         x = clips.astype(np.float32) / 255.0  # (N, T, S, S, 3)
         gray, fg = x.mean(-1), self._foreground(x)
         blocks = [self._colour(x, fg), self._hog(gray, fg), *self._motion(gray)]
-        return np.concatenate([w * _l2(b) for w, b in zip(self.weights, blocks)], -1).astype(np.float32)
+        return np.concatenate([w * _l2(b, f) for w, f, b in zip(self.weights, self.floors, blocks)], -1).astype(np.float32)
 
     @staticmethod
     def _foreground(x: np.ndarray) -> np.ndarray:
-        """Per-pixel weight in [0, 1]: how far its colour is from the clip's border (background) colour."""
-        border = np.concatenate([x[:, :, :2].reshape(len(x), -1, 3), x[:, :, -2:].reshape(len(x), -1, 3),
-                                 x[:, :, :, :2].reshape(len(x), -1, 3), x[:, :, :, -2:].reshape(len(x), -1, 3)], 1)
-        bg = np.median(border, axis=1)[:, None, None, None, :]
-        return np.clip(np.abs(x - bg).sum(-1) / 0.25, 0.0, 1.0)  # (N, T, S, S)
+        """Per-pixel weight in [0, 1]: how far its colour is from the background colour of its row (the median
+        over the clip's frames of the row's two leftmost and two rightmost pixels), past a small margin."""
+        border = np.concatenate([x[:, :, :, :2], x[:, :, :, -2:]], 3)  # (N, T, S, 4, 3)
+        bg = np.median(border.transpose(0, 2, 1, 3, 4).reshape(len(x), x.shape[2], -1, 3), axis=2)  # (N, S, 3)
+        dist = np.abs(x - bg[:, None, :, None, :]).sum(-1)
+        return np.clip((dist - 0.05) / 0.2, 0.0, 1.0)  # (N, T, S, S)
 
     @staticmethod
     def _colour(x: np.ndarray, fg: np.ndarray) -> np.ndarray:

@@ -58,9 +58,12 @@ class SequenceBuilder:
     def __init__(self, tokenizer, vocab, max_text_tokens: int = 32, max_visual_words: int = 16,
                  mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, negatives_buffer: int = 64, max_sentences: int = 1,
-                 max_subsample: int = 1, features: bool = False):
+                 max_subsample: int = 1, features: bool = False, hard_negatives: float = 0.0):
         """`vocab`: the visual vocabulary, or None with `features=True` (CBT: clip features go to the
-        model; every clip has the one placeholder id `text_vocab_size`)."""
+        model; every clip has the one placeholder id `text_vocab_size`). `hard_negatives`: the share of
+        misaligned pairs whose clips come from another sentence of the same video (same scene and look, other
+        action: only the grounding of the words tells them apart) instead of another video; a repeated step
+        makes a few of them aligned in truth."""
         self.tok, self.vocab, self.features = tokenizer, vocab, features
         self.text_vocab_size = tokenizer.vocab_size
         self.max_text, self.max_visual, self.mask_prob = max_text_tokens, max_visual_words, mask_prob
@@ -69,6 +72,9 @@ class SequenceBuilder:
         if max_sentences < 1 or max_subsample < 1:
             raise ValueError(f"max_sentences={max_sentences} and max_subsample={max_subsample} must be >= 1")
         self.max_sentences, self.max_subsample = max_sentences, max_subsample
+        if not 0.0 <= hard_negatives <= 1.0:
+            raise ValueError(f"hard_negatives={hard_negatives}: expected a share in [0, 1]")
+        self.hard_negatives = hard_negatives
         self.text_pool = np.setdiff1d(np.arange(self.text_vocab_size), list(tokenizer.special_ids))
         visual_size = 1 if features else vocab.size
         self.special = np.zeros(self.text_vocab_size + visual_size, bool)  # id -> never masked
@@ -123,8 +129,9 @@ class SequenceBuilder:
         rates = rng.integers(1, self.max_subsample + 1, size=len(groups))
         modes = rng.choice(3, size=len(groups), p=self.mix)  # drawn per video: one call, not one per sequence
         negative = rng.random(len(groups)) < self.negative_prob
+        hard = rng.random(len(groups)) < self.hard_negatives
         n_clips = len(mids)
-        for (i, j), a, b, rate, mode, neg in zip(groups, lo, hi, rates, modes, negative):
+        for g, ((i, j), a, b, rate, mode, neg) in enumerate(zip(groups, lo, hi, rates, modes, negative)):
             text = texts[i] if j == i + 1 else [t for k in range(i, j) for t in texts[k]]
             span = np.arange(a, b)[::rate][: self.max_visual]  # clip indices
             if mode == 1 or (mode == 0 and len(span) == 0):
@@ -132,6 +139,9 @@ class SequenceBuilder:
             elif mode == 2:
                 start = int(rng.integers(0, max(1, n_clips - (self.max_visual - 1) * rate)))
                 yield self.example([], np.arange(start, n_clips)[::rate][: self.max_visual], IGNORE, source)
+            elif neg and hard[g] and (elsewhere := [k for k in range(len(groups)) if abs(k - g) > 1 and hi[k] > lo[k]]):
+                k = elsewhere[int(rng.integers(len(elsewhere)))]  # another sentence of this video, not a neighbour
+                yield self.example(text, np.arange(lo[k], hi[k])[::rate][: max(1, len(span))], 0, source)
             elif others and neg:
                 other = others[int(rng.integers(len(others)))]
                 clips_other = np.arange(len(other[0]))[::rate]

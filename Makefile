@@ -33,7 +33,7 @@ results: setup
 	$(VB) fit --config experiments/cbt_quickstart.yaml
 	$(VB) report --out docs/results.md
 
-# the spread of the headline figures over 3 training seeds and 2 corpus builds, both models (8 fits, ~50 min);
+# the spread of the headline figures over 3 training seeds x 2 corpus builds, both models (12 fits);
 # make results then puts it into docs/results.md
 spread: setup
 	$(VB) spread --seeds [0,1,2] --corpus_seeds [0,1]

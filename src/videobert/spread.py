@@ -1,14 +1,13 @@
 """`videobert spread`: how much a headline figure moves when only the luck changes.
 
-Trains each quickstart experiment with every training seed on the first corpus build, and with the first
-seed on every other build — the training seed changes initial weights, masking and stream order; the corpus
+Trains each quickstart experiment with every training seed on every corpus build — the training seed changes initial weights, masking and stream order; the corpus
 seed changes every video and caption, hence the tokenizer and the visual vocabulary — evaluates the
 zero-shot task on each build's own held-out videos, and writes every run's figures plus, per figure,
 mean, standard deviation and range over all runs, over the seeds and over the builds, to
 `runs/spread/spread.json`; `videobert report` puts that table into docs/results.md. A difference between
 two builds of the code smaller than this spread is noise.
 
-    videobert spread --seeds [0,1,2] --corpus_seeds [0,1]    # 2 models x 4 fits: ~50 min on 2 cores
+    videobert spread --seeds [0,1,2] --corpus_seeds [0,1]    # 2 models x 6 fits
 """
 from __future__ import annotations
 
@@ -51,7 +50,8 @@ def _stats(x: np.ndarray) -> dict[str, float]:
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     """{experiment: {figure: mean, std (ddof 1), min, max, n, seed_range, build_range}} over the runs of each
-    experiment; the ranges (max - min) over the seeds of the first build and over the builds at the first seed."""
+    experiment; the ranges (max - min) over the seeds of the first build and over the builds at the first seed
+    (the two sources of luck apart)."""
     out: dict = {}
     for exp in dict.fromkeys(r["experiment"] for r in runs):
         mine = [r for r in runs if r["experiment"] == exp]
@@ -69,10 +69,9 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
            experiments: list[str] = EXPERIMENTS, root: str = "runs/spread") -> Path:
-    """Fit and zero-shot-test every experiment: every seed on the first corpus build, the first seed on the
-    others; write `<root>/spread.json`."""
+    """Fit and zero-shot-test every experiment with every seed on every corpus build; write `<root>/spread.json`."""
     runs, start = [], time.time()
-    plan = [(corpus_seeds[0], s) for s in seeds] + [(c, seeds[0]) for c in corpus_seeds[1:]]
+    plan = [(c, s) for c in corpus_seeds for s in seeds]
     for exp in experiments:
         for corpus_seed, seed in plan:
             args = run_args(exp, corpus_seed, seed, root)

@@ -25,10 +25,13 @@ class QuickstartDataModule(VideoBertDataModule):
     def __init__(self, cache_dir: str = "data/quickstart", train_videos: int = 200, val_videos: int = 20,
                  test_videos: int = 200, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
                  tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0,
-                 idle_prob: float = 0.2, hold_out_pairs: bool = True, burnt_prob: float = 0.5, **kwargs):
+                 idle_prob: float = 0.2, hold_out_pairs: bool = True, burnt_prob: float = 0.5,
+                 factorised: bool = False, **kwargs):
         """`burnt_prob`: the share of videos whose dish burns (sentiment negative, see `videobert.corpus`).
         `test_videos`: 200 hold ~1,100 action steps (~150 of verb-noun pairs held out of training), so every
-        headline figure rests on more than 1,000 steps and the unseen-pair figures on more than 100."""
+        headline figure rests on more than 1,000 steps and the unseen-pair figures on more than 100.
+        `factorised`: one visual vocabulary (vocab_levels x vocab_k) for each feature group the built-in
+        extractor declares (appearance, motion): factorised visual words (`videobert.factorised`)."""
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
@@ -36,16 +39,21 @@ class QuickstartDataModule(VideoBertDataModule):
     def _paths(self) -> dict[str, str]:
         r = self.root
         return {"train": str(r / "features/train"), "val": str(r / "features/val"), "test": str(r / "features/test"),
-                "tokenizer": str(r / "tokenizer/vocab.txt"), "visual_vocab": str(r / "visual_vocab.npz"),
+                "tokenizer": str(r / "tokenizer/vocab.txt"), "visual_vocab": str(self._vocab_file()),
                 "ground_truth": str(r / "corpus/test/ground_truth.json"), "thumbnails": str(r / "shards/test"),
                 "train_ground_truth": str(r / "corpus/train/ground_truth.json")}
+
+    def _vocab_file(self) -> Path:
+        """One file per visual-vocabulary setting, so experiments that differ only there share the cache."""
+        hp = self.hparams
+        return self.root / f"visual_vocab-{hp.vocab_levels}x{hp.vocab_k}{'-factorised' if hp.factorised else ''}.npz"
 
     def _check_stamp(self) -> None:
         """The cache records the settings it was built with; a different setting must not reuse it."""
         hp = self.hparams
-        settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size", "vocab_levels",
-                                       "vocab_k", "tokenizer_vocab_size", "samples_per_shard", "corpus_seed",
-                                       "idle_prob", "hold_out_pairs", "burnt_prob")}
+        settings = {k: hp[k] for k in ("train_videos", "val_videos", "test_videos", "video_size",
+                                       "tokenizer_vocab_size", "samples_per_shard", "corpus_seed",
+                                       "idle_prob", "hold_out_pairs", "burnt_prob")}  # (vocabularies: own files)
         settings["corpus_version"], settings["extractor_version"] = CORPUS_VERSION, BuiltinExtractor.version
         stamp = self.root / "settings.json"
         if stamp.exists():
@@ -77,7 +85,7 @@ class QuickstartDataModule(VideoBertDataModule):
             truth = json.loads((r / "corpus/train/ground_truth.json").read_text())
             texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]
             train_wordpiece(texts + truth["verbs"] + truth["nouns"], r / "tokenizer", hp.tokenizer_vocab_size)
-        if not (r / "visual_vocab.npz").exists():
-            build_vocab(str(r / "features/train"), str(r / "visual_vocab.npz"), hp.vocab_levels, hp.vocab_k,
-                        seed=hp.corpus_seed)
+        if not self._vocab_file().exists():
+            build_vocab(str(r / "features/train"), str(self._vocab_file()), hp.vocab_levels, hp.vocab_k,
+                        seed=hp.corpus_seed, groups=BuiltinExtractor.groups if hp.factorised else None)
         super().prepare_data()  # shard indexes

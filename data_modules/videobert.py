@@ -234,9 +234,14 @@ class VideoBertDataModule(L.LightningDataModule):
         """The longest sequence built: [CLS] text [>] visual words [SEP]."""
         return self.hparams.max_text_tokens + self.hparams.max_visual_words + 3
 
-    def visual_centroids(self) -> np.ndarray:
-        """(visual vocabulary size, D): the leaf centroid of every visual word, in word order."""
-        return self.vocab.centroids[-1]
+    def visual_centroids(self):
+        """(visual vocabulary size, D): the leaf centroid of every visual word, in word order; factorised
+        words: a list of each group's leaf centroids."""
+        return getattr(self.vocab, "group_centroids", None) or self.vocab.centroids[-1]
+
+    def visual_groups(self) -> tuple[int, ...]:
+        """Each group's vocabulary size for factorised visual words (`videobert.factorised`); () otherwise."""
+        return tuple(getattr(self.vocab, "group_sizes", ())) if not self.features else ()
 
     def set_epoch(self, epoch: int, step: int) -> None:
         """Reseed the training stream (the LightningModule calls this when an epoch starts)."""

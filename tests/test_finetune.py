@@ -133,7 +133,7 @@ def _test_video(cache) -> dict:
 
 
 def test_labels_reach_the_shards_and_missing_ones_are_clear_errors(quickstart_cache):
-    tok, vocab = TextTokenizer(quickstart_cache / "tokenizer/vocab.txt"), VisualVocab.load(quickstart_cache / "visual_vocab.npz")
+    tok, vocab = TextTokenizer(quickstart_cache / "tokenizer/vocab.txt"), VisualVocab.load(quickstart_cache / "visual_vocab-2x6.npz")
     video = _test_video(quickstart_cache)
     truth = json.loads((quickstart_cache / "corpus/test/ground_truth.json").read_text())
     assert video["json"]["sentiment"] == truth["videos"][video["json"]["video_id"]]["sentiment"]

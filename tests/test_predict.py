@@ -59,7 +59,7 @@ def test_predict_writes_every_video_once_with_the_training_time_words(quickstart
         assert clips.shape == (len(row["clips"]), 32) and hidden.shape == (32,)
         assert all(z["verb"] in truth["verbs"] and z["noun"] in truth["nouns"] for z in row["zero_shot"])
         if row["video"] in shards:  # (a corpus video: the feature stage's words, clip for clip)
-            assert row["visual_words"] == VisualVocab.load(quickstart_cache / "visual_vocab.npz").words(shards[row["video"]][0]).tolist()
+            assert row["visual_words"] == VisualVocab.load(quickstart_cache / "visual_vocab-2x6.npz").words(shards[row["video"]][0]).tolist()
             assert row["clips"] == shards[row["video"]][1]["clips"]
 
     proc = subprocess.run([sys.executable, "-m", "videobert.cli", *_args(quickstart_cache, pretrained, videos,

@@ -143,7 +143,7 @@ def test_youcook2_stage_then_zero_shot_test_through_the_cli(tagger, quickstart_c
     val = {"vA-x_1": ["cut the potato", "peel the tomato", "pour the egg"],
            "vB-y_2": ["cut the tomato", "now it is ready", "stir the onion"]}
     ann = annotation_file(tmp_path / "ann.json", {"training": train, "validation": val})
-    tok, npz = quickstart_cache / "tokenizer/vocab.txt", quickstart_cache / "visual_vocab.npz"
+    tok, npz = quickstart_cache / "tokenizer/vocab.txt", quickstart_cache / "visual_vocab-2x6.npz"
     truth = run_stage("--annotations", ann, "--out", tmp_path / "youcook2/ground_truth.json", "--tokenizer", tok)
     assert {"cut", "peel", "pour", "stir"} <= set(truth["verbs"])
     assert {"tomato", "potato", "egg", "onion"} <= set(truth["nouns"])

@@ -48,6 +48,7 @@ class BuiltinExtractor(nn.Module):
     size = 32
     runs_on_cpu = True  # numpy: feature extraction runs it inside the decoding workers, in parallel
     segments = 3  # temporal segments for the motion histograms
+    groups = [[0, 104], [104, 165]]  # feature columns: appearance (colour, gradients), motion (flow): factorised words
 
     def __init__(self, weights: tuple[float, ...] = (2.0, 1.5, 1.0, 0.5, 1.0),
                  floors: tuple[float, ...] = (0.5, 2.0, 2.0, 0.04, 0.3)):

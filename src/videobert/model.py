@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
@@ -28,6 +29,13 @@ class VideoBertConfig:
     layer_norm_eps: float = 1e-12
     checkpointing: bool = False  # activation checkpointing per layer: less memory, ~30% more compute
     feature_dim: int = 0  # CBT: > 0 feeds clip features (projected) at visual positions instead of words
+    visual_groups: tuple[int, ...] = ()  # factorised visual words: each group's vocabulary size (see factorised.py)
+
+    def __post_init__(self):
+        self.visual_groups = tuple(int(n) for n in self.visual_groups)
+        if self.visual_groups and (self.feature_dim or int(np.prod(self.visual_groups)) != self.visual_vocab_size):
+            raise ValueError(f"visual_groups {self.visual_groups}: their product must be visual_vocab_size "
+                             f"({self.visual_vocab_size}), and CBT (feature_dim > 0) has no visual words")
 
     @property
     def vocab_size(self) -> int:
@@ -39,7 +47,13 @@ class Embeddings(nn.Module):
 
     def __init__(self, cfg: VideoBertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        groups = cfg.visual_groups  # factorised: a clip's embedding is the sum of its groups' code embeddings
+        self.word_embeddings = nn.Embedding(cfg.text_vocab_size if groups else cfg.vocab_size, cfg.hidden_size)
+        self.group_embeddings = nn.ModuleList(nn.Embedding(n, cfg.hidden_size) for n in groups) if groups else None
+        if groups:
+            strides = np.cumprod([1, *groups[::-1]])[:-1][::-1].copy()
+            self.register_buffer("group_strides", torch.as_tensor(strides, dtype=torch.long), persistent=False)
+            self.register_buffer("group_sizes", torch.tensor(groups, dtype=torch.long), persistent=False)
         self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
@@ -49,12 +63,24 @@ class Embeddings(nn.Module):
 
     def forward(self, input_ids, segment_ids, visual_features=None):
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
-        tokens = self.word_embeddings(input_ids)
+        tokens = self.word_embeddings(input_ids) if self.group_embeddings is None else self.factorised(input_ids)
         if visual_features is not None:  # CBT: a clip's projected features replace its placeholder token;
             clip = input_ids >= self.text_vocab_size  # a masked clip ([MASK]) keeps the [MASK] embedding
             tokens = torch.where(clip[..., None], self.visual_proj(visual_features.to(tokens.dtype)), tokens)
         x = tokens + self.position_embeddings(pos) + self.token_type_embeddings(segment_ids)
         return self.dropout(self.LayerNorm(x))
+
+    def codes(self, words: torch.Tensor) -> torch.Tensor:
+        """(...) product-space visual words -> (..., groups) each group's code."""
+        return words[..., None] // self.group_strides % self.group_sizes
+
+    def factorised(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Text ids embedded as usual; a visual id as the sum of its groups' code embeddings."""
+        visual = input_ids >= self.text_vocab_size
+        tokens = self.word_embeddings(input_ids.masked_fill(visual, 0))
+        codes = self.codes((input_ids - self.text_vocab_size).clamp_min(0))
+        clips = sum(table(codes[..., g]) for g, table in enumerate(self.group_embeddings))
+        return torch.where(visual[..., None], clips, tokens)
 
 
 class SelfAttention(nn.Module):
@@ -108,7 +134,9 @@ class VideoBert(nn.Module):
         self.align_head = nn.Linear(cfg.hidden_size, 2)  # 1: the text belongs to the video
         self.lm_transform = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.lm_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.lm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))  # decoder weight tied to word embeddings
+        # decoder weights tied to the (text, then visual or each group's) embeddings
+        self.lm_bias = nn.Parameter(torch.zeros(cfg.text_vocab_size + sum(cfg.visual_groups) if cfg.visual_groups
+                                                else cfg.vocab_size))
         if cfg.feature_dim:  # CBT: a masked clip's state -> a prediction compared with projected clips (NCE)
             self.nce_head = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.apply(self._init_weights)
@@ -121,16 +149,23 @@ class VideoBert(nn.Module):
             nn.init.zeros_(m.bias)
 
     @torch.no_grad()
-    def init_visual_embeddings(self, centroids: torch.Tensor) -> None:
+    def init_visual_embeddings(self, centroids) -> None:
         """Initialize the visual-word embeddings from their k-means centroids (V, D), as the paper does:
-        projected onto their top principal directions (D -> hidden) and scaled to the embedding std."""
+        projected onto their top principal directions (D -> hidden) and scaled to the embedding std.
+        Factorised words: a list of each group's centroids, one embedding table each."""
+        if self.cfg.visual_groups:
+            for table, c in zip(self.embeddings.group_embeddings, centroids):
+                table.weight.copy_(self._project(torch.as_tensor(c)))
+        else:
+            self.embeddings.word_embeddings.weight[self.cfg.text_vocab_size:] = self._project(torch.as_tensor(centroids))
+
+    def _project(self, centroids: torch.Tensor) -> torch.Tensor:
         c = centroids.float() - centroids.float().mean(0)
         n = min(self.cfg.hidden_size, *c.shape)
         _, _, v = torch.linalg.svd(c, full_matrices=False)
         proj = torch.zeros(len(c), self.cfg.hidden_size)
         proj[:, :n] = c @ v[:n].T
-        emb = self.embeddings.word_embeddings.weight
-        emb[self.cfg.text_vocab_size:] = proj * (0.02 / proj[:, :n].std().clamp_min(1e-8))
+        return proj * (0.02 / proj[:, :n].std().clamp_min(1e-8))
 
     def forward(self, input_ids, segment_ids, attention_mask, visual_features=None, separate_modalities=False):
         """(B, T) ids, segments and bool mask (True = real token) -> hidden states (B, T, C), zero at padding.
@@ -162,7 +197,21 @@ class VideoBert(nn.Module):
         tensor of token ids; default: all)."""
         h = self.lm_norm(F.gelu(self.lm_transform(hidden)))
         vocab = slice(0, self.cfg.vocab_size) if vocab is None else vocab
+        if self.cfg.visual_groups and isinstance(vocab, slice) and (vocab.start or 0) >= self.cfg.text_vocab_size:
+            return self._group_logprobs(h, vocab)
         return h @ self.embeddings.word_embeddings.weight[vocab].T + self.lm_bias[vocab]
+
+    def _group_logprobs(self, h: torch.Tensor, vocab: slice) -> torch.Tensor:
+        """Factorised words: one softmax per group; a word's log-probability is the sum of its codes' (so
+        cross-entropy over the words is the sum of the groups' cross-entropies)."""
+        n = self.cfg.text_vocab_size
+        codes = self.embeddings.codes(torch.arange(vocab.start - n, vocab.stop - n, device=h.device))  # (V, G)
+        out, offset = 0, n
+        for g, table in enumerate(self.embeddings.group_embeddings):
+            size = table.num_embeddings
+            logp = (h @ table.weight.T + self.lm_bias[offset:offset + size]).float().log_softmax(-1)
+            out, offset = out + logp[:, codes[:, g]], offset + size
+        return out
 
     def align_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, 2) alignment logits from [CLS]."""

@@ -30,12 +30,14 @@ class VideoBertModule(L.LightningModule):
                  init_visual_from_centroids: bool = True, init_from: str | None = None,
                  freeze_visual_embeddings: bool = False, checkpointing: bool = False, compile: bool = False,
                  text_vocab_size: int | None = None, visual_vocab_size: int | None = None,
-                 feature_dim: int | None = None, layer_norm_eps: float = 1e-12, type_vocab_size: int = 2):
+                 feature_dim: int | None = None, layer_norm_eps: float = 1e-12, type_vocab_size: int = 2,
+                 visual_groups: list[int] | None = None):
         """`init_from`: a Hugging Face BERT folder (or hub name) whose weights initialise the encoder; its
         sizes replace hidden_size, num_layers, num_heads and intermediate_size. `freeze_visual_embeddings`:
         keep the visual-word embeddings at their initial (centroid) values. `checkpointing`: activation
         checkpointing per layer. `compile`: torch.compile each layer (dynamic shapes). The vocabulary sizes
-        and `feature_dim` (CBT: clip features instead of visual words) come from the DataModule."""
+        and `feature_dim` (CBT: clip features instead of visual words) come from the DataModule, and so do
+        `visual_groups` (factorised visual words: each group's vocabulary size)."""
         super().__init__()
         self.save_hyperparameters()
         self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, "nce_loss": 1.0, "xmodal_loss": 1.0}
@@ -63,7 +65,7 @@ class VideoBertModule(L.LightningModule):
             # prepare_data (which draws from torch's generator) must start where every rerun starts
             reset_seed()
             hp.text_vocab_size, hp.visual_vocab_size = sizes
-            hp.feature_dim = dm.feature_dim()
+            hp.feature_dim, hp.visual_groups = dm.feature_dim(), list(getattr(dm, "visual_groups", tuple)())
             if hp.init_from:
                 cfg = config_from_bert(hp.init_from, *sizes, hp.max_positions)
                 for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "layer_norm_eps",
@@ -74,7 +76,7 @@ class VideoBertModule(L.LightningModule):
                 loaded = load_bert_weights(self.model, hp.init_from)
                 rank_zero_info(f"initialised {len(loaded)} tensors from BERT {hp.init_from}")
             if hp.init_visual_from_centroids and not hp.feature_dim:
-                self.model.init_visual_embeddings(torch.as_tensor(dm.visual_centroids()))
+                self.model.init_visual_embeddings(dm.visual_centroids())
         elif sizes is not None and sizes != (hp.text_vocab_size, hp.visual_vocab_size):
             raise ValueError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
                              f"the data {sizes[0]} + {sizes[1]}: tokenizer or visual vocabulary do not match")
@@ -83,7 +85,8 @@ class VideoBertModule(L.LightningModule):
         hp = self.hparams
         cfg = VideoBertConfig(hp.text_vocab_size, hp.visual_vocab_size, hp.hidden_size, hp.num_layers, hp.num_heads,
                               hp.intermediate_size, hp.max_positions, hp.type_vocab_size, hp.dropout,
-                              hp.layer_norm_eps, checkpointing=hp.checkpointing, feature_dim=hp.feature_dim or 0)
+                              hp.layer_norm_eps, checkpointing=hp.checkpointing, feature_dim=hp.feature_dim or 0,
+                              visual_groups=tuple(hp.get("visual_groups") or ()))
         self.model = VideoBert(cfg)
         if hp.compile:
             for layer in self.model.layers:

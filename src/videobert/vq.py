@@ -58,7 +58,12 @@ class VisualVocab:
 
     @classmethod
     def load(cls, path: str | Path) -> "VisualVocab":
+        """A vocabulary file `save` wrote, or a factorised one (`videobert.factorised.FactorisedVocab`)."""
         with np.load(path, allow_pickle=False) as f:
+            if "columns" in f.files:
+                from .factorised import FactorisedVocab
+
+                return FactorisedVocab.from_npz(f)
             levels = sorted(int(n[5:]) for n in f.files if n.startswith("level"))
             return cls([f[f"level{i}"] for i in levels], int(f["k"]), f["counts"] if "counts" in f.files else None)
 
@@ -103,18 +108,28 @@ def load_features(shards: list[str], max_points: int, seed: int = 0) -> np.ndarr
 
 
 def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_points: int = 500_000,
-                niter: int = 20, seed: int = 0) -> Path:
-    """Fit the visual vocabulary on the feature shards in the folder `features`; save it to `out` (.npz)."""
+                niter: int = 20, seed: int = 0, groups: list[list[int]] | None = None) -> Path:
+    """Fit the visual vocabulary on the feature shards in the folder `features`; save it to `out` (.npz).
+    `groups`: [[start, end], ...] feature columns, one vocabulary (levels x k) each: factorised visual words
+    (`videobert.factorised`), e.g. the built-in extractor's appearance and motion `[[0, 104], [104, 165]]`."""
     shards = sorted(str(p) for p in Path(features).glob("*.tar"))
     if not shards:
         raise FileNotFoundError(f"{features}: no .tar feature shards")
     x = load_features(shards, max_points, seed)
-    vocab = hierarchical_kmeans(x, levels, k, niter, seed)
+    if groups:
+        from .factorised import FactorisedVocab, parse_groups
+
+        cols = parse_groups(groups, x.shape[1])
+        vocab = FactorisedVocab([hierarchical_kmeans(np.ascontiguousarray(x[:, a:b]), levels, k, niter, seed + g)
+                                 for g, (a, b) in enumerate(cols)], cols)
+    else:
+        vocab = hierarchical_kmeans(x, levels, k, niter, seed)
     vocab.counts = np.bincount(vocab.words(x), minlength=vocab.size)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     vocab.save(out)
     usage = word_usage(vocab.counts)
-    print(f"vocab: {levels} x {k} = {vocab.size} visual words from {len(x)} clip features (dim {x.shape[1]}) -> "
+    shape = f"{len(groups)} groups x " if groups else ""
+    print(f"vocab: {shape}{levels} x {k} = {vocab.size} visual words from {len(x)} clip features (dim {x.shape[1]}) -> "
           f"{out}\nvocab: {usage['words_used']} words used; training clips per used word: median "
           f"{usage['median_clips']:g}, {usage['share_below']:.0%} of them fewer than {FEW_CLIPS}")
     if usage["share_below"] > 0.5:
@@ -122,7 +137,7 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
                     "the narration of a handful of clips; fewer words (levels x k) suit %d clips better",
                     100 * usage["share_below"], FEW_CLIPS, len(x))
     (Path(out).with_suffix(".json")).write_text(json.dumps(
-        {"levels": levels, "k": k, "points": len(x), "dim": x.shape[1], "seed": seed, **usage}))
+        {"levels": levels, "k": k, "groups": groups, "points": len(x), "dim": x.shape[1], "seed": seed, **usage}))
     return Path(out)
 
 

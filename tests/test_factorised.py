@@ -84,3 +84,17 @@ def test_factorised_quickstart_fits_exports_and_runs_every_task(quickstart_cache
                                f"--ckpt_path={ckpt}"])
         wandb.finish()
         assert 0.0 <= test.trainer.callback_metrics[key] <= 1.0, task
+
+
+def test_pretraining_loss_is_the_product_cross_entropy_without_building_it():
+    from videobert.losses import _factorised_mvm
+
+    torch.manual_seed(1)
+    cfg = VideoBertConfig(10, 12, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_positions=8,
+                          visual_groups=(3, 4))
+    model = VideoBert(cfg)
+    h, words = torch.randn(6, 16), torch.tensor([0, 3, 7, 11, 5, 8])
+    loss, (pred, target) = _factorised_mvm(model, h, words)
+    product = model.token_logits(h, slice(10, 22))
+    assert float(loss) == pytest.approx(float(F.cross_entropy(product, words)), rel=1e-5)
+    assert pred.tolist() == product.argmax(-1).tolist() and target.tolist() == words.tolist()

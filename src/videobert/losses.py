@@ -1,7 +1,7 @@
 """VideoBERT's pretraining losses, computed at masked positions only, and CBT's contrastive ones.
 
 `mlm_loss`: masked WordPiece tokens, softmax over the text vocabulary. `mvm_loss`: masked visual words,
-softmax over the visual vocabulary. `align_loss`: does the text belong to the video, from [CLS].
+softmax over the visual vocabulary (factorised words: one softmax per group, their cross-entropies summed). `align_loss`: does the text belong to the video, from [CLS].
 CBT (continuous clip features, `cfg.feature_dim` > 0) replaces `mvm_loss` by `nce_loss`: a masked
 clip's prediction must pick its own (projected) clip among all masked clips of the batch (InfoNCE), and
 adds `xmodal_loss`: the text and the video of each aligned pair, encoded separately (modalities do not
@@ -51,6 +51,8 @@ def pretraining_losses(model, batch: dict) -> tuple[dict[str, torch.Tensor], dic
                        align_logits[has_align].float().softmax(-1)[:, 1])}
     if model.cfg.feature_dim:
         losses.update(_cbt_losses(model, batch, h[~is_text], sel & (labels >= n_text), preds))
+    elif model.cfg.visual_groups:  # factorised words: one softmax per group, the product never built
+        losses["mvm_loss"], preds["mvm"] = _factorised_mvm(model, h[~is_text], y[~is_text] - n_text)
     else:
         mvm_logits = model.token_logits(h[~is_text], slice(n_text, model.cfg.vocab_size))
         losses["mvm_loss"] = _masked_ce(mvm_logits, y[~is_text] - n_text)
@@ -84,3 +86,11 @@ def _cbt_losses(model, batch: dict, h_clips: torch.Tensor, clip_sel: torch.Tenso
 def _mean(hidden: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     w = where.to(hidden.dtype)[..., None]
     return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+def _factorised_mvm(model, h: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """The sum of the groups' cross-entropies (= cross-entropy over the product words) and the predicted word."""
+    codes, logits = model.embeddings.codes(words), model.group_logits(h)
+    loss = sum(_masked_ce(lg, codes[:, g]) for g, lg in enumerate(logits))
+    pred = sum(lg.argmax(-1) * stride for lg, stride in zip(logits, model.embeddings.group_strides))
+    return loss, (pred, words)

@@ -201,17 +201,24 @@ class VideoBert(nn.Module):
             return self._group_logprobs(h, vocab)
         return h @ self.embeddings.word_embeddings.weight[vocab].T + self.lm_bias[vocab]
 
+    def group_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Factorised words: (M, C) hidden states -> each group's (M, size_g) logits (the pretraining loss's
+        softmaxes, without the product space)."""
+        return self._group_logits(self.lm_norm(F.gelu(self.lm_transform(hidden))))
+
+    def _group_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
+        out, offset = [], self.cfg.text_vocab_size
+        for table in self.embeddings.group_embeddings:
+            out.append(h @ table.weight.T + self.lm_bias[offset:offset + table.num_embeddings])
+            offset += table.num_embeddings
+        return out
+
     def _group_logprobs(self, h: torch.Tensor, vocab: slice) -> torch.Tensor:
         """Factorised words: one softmax per group; a word's log-probability is the sum of its codes' (so
         cross-entropy over the words is the sum of the groups' cross-entropies)."""
         n = self.cfg.text_vocab_size
         codes = self.embeddings.codes(torch.arange(vocab.start - n, vocab.stop - n, device=h.device))  # (V, G)
-        out, offset = 0, n
-        for g, table in enumerate(self.embeddings.group_embeddings):
-            size = table.num_embeddings
-            logp = (h @ table.weight.T + self.lm_bias[offset:offset + size]).float().log_softmax(-1)
-            out, offset = out + logp[:, codes[:, g]], offset + size
-        return out
+        return sum(logits.float().log_softmax(-1)[:, codes[:, g]] for g, logits in enumerate(self._group_logits(h)))
 
     def align_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, C) -> (B, 2) alignment logits from [CLS]."""

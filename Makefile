@@ -30,6 +30,7 @@ demo: setup
 # every task on the built-in corpus, for VideoBERT and CBT -> docs/results.md (~20 min on 2 cores)
 results: setup
 	$(VB) fit --config experiments/quickstart.yaml
+	$(VB) fit --config experiments/factorised_quickstart.yaml
 	$(VB) fit --config experiments/cbt_quickstart.yaml
 	$(VB) report --out docs/results.md
 

@@ -18,6 +18,7 @@ PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%",  # YouC
 FINETUNES = {"sentiment": ["sentiment.yaml"], "sentiment_video": ["sentiment.yaml", "sentiment_video_only.yaml"],
              "captioning": ["captioning.yaml"]}  # (yamls stacked on quickstart.yaml; from its checkpoint)
 TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
+         "factorised_quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
          "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to predict)
 ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "verb_top1", "verb_top1_majority", "zero-shot verb top-1 (baseline: the training majority verb)"),

@@ -38,11 +38,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp())
     export_checkpoint(str(Path(args.run) / "checkpoints/last.ckpt"), str(work / "export"))
     corpus = Path(args.cache) / "corpus/test"
-    truth = json.loads((corpus / "ground_truth.json").read_text())
-    truth["videos"] = {v: truth["videos"][v] for v in sorted(truth["videos"])[: args.videos]}
-    (work / "videos").mkdir()
-    for vid in truth["videos"]:  # (the same videos as the retrieval task's pool)
-        (work / "videos" / f"{vid}.mp4").symlink_to((corpus / f"{vid}.mp4").resolve())
+    truth = _pool(corpus, work / "videos", args.videos)
     t0 = time.perf_counter()
     build_index(str(work / "videos"), str(work / "export"), str(work / "index"))
     index_s = time.perf_counter() - t0
@@ -81,6 +77,16 @@ def main() -> None:
         r = json.loads(test[-1].read_text())
         print(f"  videobert test (whole steps, pool {int(r['pool'])}): generative R@1 {100 * r['generative_t2v_r1']:.1f}%, "
               f"R@10 {100 * r['generative_t2v_r10']:.1f}% (n={int(r['t2v_queries'])})")
+
+
+def _pool(corpus: Path, folder: Path, n: int) -> dict:
+    """The ground truth of the first `n` test videos by id (the retrieval task's pool), linked into `folder`."""
+    truth = json.loads((corpus / "ground_truth.json").read_text())
+    truth["videos"] = {v: truth["videos"][v] for v in sorted(truth["videos"])[:n]}
+    folder.mkdir()
+    for vid in truth["videos"]:
+        (folder / f"{vid}.mp4").symlink_to((corpus / f"{vid}.mp4").resolve())
+    return truth
 
 
 def _windows(index: Path) -> list[dict]:

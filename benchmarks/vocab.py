@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> dict:
 
     x = mixture(args.n, args.dim, seed=args.seed)
     print(f"hierarchical k-means, {args.levels} x {args.k} = {args.k ** args.levels:,} visual words, {args.n:,} x {args.dim} "
-          f"synthetic clip features (float32, {x.nbytes / 2 ** 30:.2f} GiB); {args.threads} thread(s) of "
+          f"synthetic clip features (float32, {x.nbytes / 2 ** 30:.2f} GiB); {args.threads} thread{'s' * (args.threads > 1)} of "
           f"{os.cpu_count()} cores, no GPU; load average {os.getloadavg()[0]:.1f}")
     ref, ref_s, patched = reference(x, args.levels, args.k, args.seed)
     ref_err = quantisation_error(ref.centroids[-1], ref.words(x), x)
@@ -197,7 +197,8 @@ def run(args: argparse.Namespace) -> dict:
         vocab, seconds = fit_ours(x, args.levels, args.k, args.seed, setting)
         err = quantisation_error(vocab.centroids[-1], vocab.words(x), x)
         tried.append((setting, vocab, seconds, err))
-        print(f"ours ({setting_name(setting)}): fit {seconds:.1f} s, error {err:.2f} ({100 * (err / ref_err - 1):+.1f}%)")
+        print(f"ours ({setting_name(setting)}{'; our defaults' * (setting == LADDER[-1])}): fit {seconds:.1f} s, "
+              f"error {err:.2f} ({100 * (err / ref_err - 1):+.1f}%)")
     within = [t for t in tried if abs(t[3] / ref_err - 1) <= TOLERANCE]
     setting, vocab, seconds, err = min(within, key=lambda t: t[2]) if within else min(tried, key=lambda t: abs(t[3] - ref_err))
     print(f"at equal error ({'within' if within else 'NONE within'} {TOLERANCE:.0%}): ours ({setting_name(setting)}) "
@@ -216,6 +217,7 @@ def run(args: argparse.Namespace) -> dict:
             vocab, seconds = fit_ours(big, args.levels, args.k, args.seed, s)
             print(f"ours alone on {args.ours_n:,} x {args.dim} ({big.nbytes / 2 ** 30:.1f} GiB; {setting_name(s)}): fit "
                   f"{seconds:.1f} s, error {quantisation_error(vocab.centroids[-1], vocab.words(big), big):.2f}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (other jobs share this machine: times move with it)")
     return result
 
 

@@ -133,13 +133,16 @@ def test_sampled_fit_logs_its_sample_and_keeps_the_quantisation_error(caplog):
     on all points (an anisotropic Gaussian: no cluster structure whose local optima would swamp the comparison)."""
     import logging
 
+    from threadpoolctl import threadpool_limits
+
     x = (np.random.default_rng(0).normal(size=(6000, 16)) * np.linspace(0.5, 2, 16)).astype(np.float32)
 
     def error(vocab):
         return float(((x - vocab.centroids[-1][vocab.words(x)]) ** 2).sum(1).mean())
-    with caplog.at_level(logging.INFO, logger="videobert.vq"):
+    # (one OpenMP thread: with another job on one of 2 cores, faiss's 2 spinning threads took 15 s here, not 0.1)
+    with caplog.at_level(logging.INFO, logger="videobert.vq"), threadpool_limits(1):
         sampled = hierarchical_kmeans(x, levels=2, k=6, seed=0, points_per_centroid=128)  # nodes over 768 points
+        full = hierarchical_kmeans(x, levels=2, k=6, seed=0, points_per_centroid=None)
     assert "vocab level 1/2: 1 nodes, 1 of them over 768 points trained on a sample of 768" in caplog.text
     assert "vocab level 2/2: 6 nodes, 6 of them over 768" in caplog.text
-    full = hierarchical_kmeans(x, levels=2, k=6, seed=0, points_per_centroid=None)
     assert abs(error(sampled) / error(full) - 1) < 0.02, (error(sampled), error(full))

@@ -58,16 +58,19 @@ def mixture(n: int, dim: int, depth: int = 4, branch: int = 16, scale: float = 0
     leaf = rng.choice(len(centres), n, p=weights / weights.sum())
     x = np.empty((n, dim), np.float32)
     for i in range(0, n, 1 << 16):  # (in blocks: no float64 temporaries of the whole set)
-        x[i:i + (1 << 16)] = centres[leaf[i:i + (1 << 16)]] + rng.standard_normal((len(leaf[i:i + (1 << 16)]), dim), np.float32)
+        block = leaf[i:i + (1 << 16)]
+        x[i:i + len(block)] = centres[block] + rng.standard_normal((len(block), dim), np.float32)
     return x
 
 
 def quantisation_error(leaves: np.ndarray, words: np.ndarray, x: np.ndarray) -> float:
     """Mean squared distance from each feature to the leaf centroid of its word."""
-    return sum(float(((x[i:i + 65536] - leaves[words[i:i + 65536]]) ** 2).sum()) for i in range(0, len(x), 65536)) / len(x)
+    blocks = range(0, len(x), 65536)
+    return sum(float(((x[i:i + 65536] - leaves[words[i:i + 65536]]) ** 2).sum()) for i in blocks) / len(x)
 
 
-def reference(x: np.ndarray, levels: int, k: int, seed: int, batch: int = 500, epochs: int = 15) -> tuple[VisualVocab, float, int]:
+def reference(x: np.ndarray, levels: int, k: int, seed: int, batch: int = 500,
+              epochs: int = 15) -> tuple[VisualVocab, float, int]:
     """hkmeans-minibatch's fit: (its tree as a VisualVocab, seconds, nodes patched)."""
     import hkmeans_minibatch.hkmeans as hk
 
@@ -148,7 +151,8 @@ def assignment(vocab: VisualVocab, x: np.ndarray, flat_rows: int) -> dict:
     flat_rate = len(sub) / (time.perf_counter() - start)
     leaves = vocab.centroids[-1]
     return {"tree": tree_rate, "flat": flat_rate, "agree": float((words[:flat_rows] == flat).mean()),
-            "tree_error": quantisation_error(leaves, words[:flat_rows], sub), "flat_error": quantisation_error(leaves, flat, sub)}
+            "tree_error": quantisation_error(leaves, words[:flat_rows], sub),
+            "flat_error": quantisation_error(leaves, flat, sub)}
 
 
 def setting_name(setting: tuple) -> str:
@@ -185,9 +189,9 @@ def run(args: argparse.Namespace) -> dict:
     import hkmeans_minibatch
 
     x = mixture(args.n, args.dim, seed=args.seed)
-    print(f"hierarchical k-means, {args.levels} x {args.k} = {args.k ** args.levels:,} visual words, {args.n:,} x {args.dim} "
-          f"synthetic clip features (float32, {x.nbytes / 2 ** 30:.2f} GiB); {args.threads} thread{'s' * (args.threads > 1)} of "
-          f"{os.cpu_count()} cores, no GPU; load average {os.getloadavg()[0]:.1f}")
+    print(f"hierarchical k-means, {args.levels} x {args.k} = {args.k ** args.levels:,} visual words, {args.n:,} x "
+          f"{args.dim} synthetic clip features (float32, {x.nbytes / 2 ** 30:.2f} GiB); {args.threads} "
+          f"thread{'s' * (args.threads > 1)} of {os.cpu_count()} cores, no GPU; load average {os.getloadavg()[0]:.1f}")
     ref, ref_s, patched = reference(x, args.levels, args.k, args.seed)
     ref_err = quantisation_error(ref.centroids[-1], ref.words(x), x)
     print(f"reference hkmeans-minibatch {hkmeans_minibatch.__version__} (sklearn MiniBatchKMeans, batches of 500, "
@@ -200,10 +204,11 @@ def run(args: argparse.Namespace) -> dict:
         print(f"ours ({setting_name(setting)}{'; our defaults' * (setting == LADDER[-1])}): fit {seconds:.1f} s, "
               f"error {err:.2f} ({100 * (err / ref_err - 1):+.1f}%)")
     within = [t for t in tried if abs(t[3] / ref_err - 1) <= TOLERANCE]
-    setting, vocab, seconds, err = min(within, key=lambda t: t[2]) if within else min(tried, key=lambda t: abs(t[3] - ref_err))
+    pick = min(within, key=lambda t: t[2]) if within else min(tried, key=lambda t: abs(t[3] - ref_err))
+    setting, vocab, seconds, err = pick
     print(f"at equal error ({'within' if within else 'NONE within'} {TOLERANCE:.0%}): ours ({setting_name(setting)}) "
-          f"{err:.2f} vs reference {ref_err:.2f} ({100 * (err / ref_err - 1):+.1f}%); fit {seconds:.1f} s vs {ref_s:.1f} s: "
-          f"ratio reference / ours {ref_s / seconds:.1f}x (target >= 10x)")
+          f"{err:.2f} vs reference {ref_err:.2f} ({100 * (err / ref_err - 1):+.1f}%); fit {seconds:.1f} s vs "
+          f"{ref_s:.1f} s: ratio reference / ours {ref_s / seconds:.1f}x (target >= 10x)")
     a = assignment(vocab, x, args.flat_rows)
     print(f"assignment: VisualVocab.words {a['tree']:,.0f} clips/s (on {args.n:,}), faiss IndexFlatL2 over the "
           f"{len(vocab.centroids[-1]):,} leaves {a['flat']:,.0f} clips/s (on {min(args.flat_rows, args.n):,}): "
@@ -215,8 +220,9 @@ def run(args: argparse.Namespace) -> dict:
         big = mixture(args.ours_n, args.dim, seed=args.seed + 1)
         for s in (setting, LADDER[-1]):
             vocab, seconds = fit_ours(big, args.levels, args.k, args.seed, s)
-            print(f"ours alone on {args.ours_n:,} x {args.dim} ({big.nbytes / 2 ** 30:.1f} GiB; {setting_name(s)}): fit "
-                  f"{seconds:.1f} s, error {quantisation_error(vocab.centroids[-1], vocab.words(big), big):.2f}")
+            err = quantisation_error(vocab.centroids[-1], vocab.words(big), big)
+            print(f"ours alone on {args.ours_n:,} x {args.dim} ({big.nbytes / 2 ** 30:.1f} GiB; {setting_name(s)}): "
+                  f"fit {seconds:.1f} s, error {err:.2f}")
     print(f"load average at the end {os.getloadavg()[0]:.1f} (other jobs share this machine: times move with it)")
     return result
 

@@ -94,7 +94,7 @@ def _nearest_child(x: np.ndarray, node: np.ndarray, cents: np.ndarray, sq: np.nd
         rows = x if len(idx) == len(x) else x[idx]  # (the root: every point, no copy)
         c, s = cents[n * k:(n + 1) * k], sq[n * k:(n + 1) * k]
         dist = s[None] - 2 * rows @ c.T
-        if len(cents) > k and k > 1:  # below the root (a plain matmul, as before)
+        if len(cents) > k > 1:  # below the root (the root: a plain matmul, as before)
             _settle_near_ties(dist, rows, c, s)
         child[idx] = dist.argmin(1)
     return child

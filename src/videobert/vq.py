@@ -194,9 +194,11 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
         vocab = FactorisedVocab(parts, cols)
     else:
         vocab = parts[0]
-    vocab.counts = np.bincount(vocab.words(x), minlength=vocab.size)
+    words = vocab.words(x)
+    vocab.counts = np.bincount(words, minlength=vocab.size)
     cap = len(x) if points_per_centroid is None else k * points_per_centroid
-    sampled = sum(_sampled_nodes(part, x[:, a:b], cap) for part, (a, b) in zip(parts, cols))
+    codes = vocab.codes(words) if groups else words[:, None]  # (each part's words, without assigning again)
+    sampled = sum(_sampled_nodes(part, codes[:, g], cap) for g, part in enumerate(parts))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     vocab.save(out)
     usage = word_usage(vocab.counts)
@@ -217,9 +219,10 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
     return Path(out)
 
 
-def _sampled_nodes(vocab: VisualVocab, x: np.ndarray, cap: int) -> int:
-    """How many nodes of the tree held more than `cap` of the points `x` (their k-means trained on a sample)."""
-    counts = np.bincount(vocab.words(x), minlength=vocab.size)
+def _sampled_nodes(vocab: VisualVocab, words: np.ndarray, cap: int) -> int:
+    """How many nodes of the tree held more than `cap` of the points (`words`: theirs), so their k-means
+    trained on a sample."""
+    counts = np.bincount(words, minlength=vocab.size)
     return sum(int((counts.reshape(vocab.k ** level, -1).sum(1) > cap).sum()) for level in range(vocab.levels))
 
 

@@ -117,11 +117,6 @@ def read_words(path: str) -> list[str]:
     return words
 
 
-def one_piece(tok: TextTokenizer, word: str) -> bool:
-    ids = tok.encode(word)
-    return len(ids) == 1 and ids[0] != tok.unk_id
-
-
 def _pick(found: list[str], vocab: list[str], multi: set[str], what: str) -> tuple[list[str], str | None]:
     kept = [w for w in found if w in vocab]
     if kept or not found:
@@ -153,7 +148,7 @@ def _label_videos(videos: dict, tagged: dict, verbs: list[str], nouns: list[str]
 
 def _vocabulary(tok: TextTokenizer, words: list[str]) -> tuple[list[str], list[str]]:
     """(the words that are one WordPiece token, those that are several or [UNK])."""
-    return [w for w in words if one_piece(tok, w)], [w for w in words if not one_piece(tok, w)]
+    return [w for w in words if tok.single_id(w) is not None], [w for w in words if tok.single_id(w) is None]
 
 
 def _summary(labelled: dict[str, dict], vocab: dict, args: dict) -> None:

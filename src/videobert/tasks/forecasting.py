@@ -28,10 +28,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of, spread
-from .steps import clip_mids, depicted_pairs, nearest_clips, step_clips, steps_of, video_key
+from .steps import clip_mids, depicted_pairs, nearest_clips, pair_ids, step_clips, steps_of, video_key
 
 HORIZONS = (1, 2)  # the next step's first two clips (every step lasts at least two)
 BASELINES = ("bigram", "repeat", "majority")
+STEP_FIGURES = [f"{who}{side}" for who in ("", *(f"{b}_" for b in BASELINES)) for side in ("verb", "noun")]  # model, baselines
 
 
 class ForecastingData:
@@ -43,35 +44,39 @@ class ForecastingData:
         self.tok, self.vocab, self.truth = tokenizer, vocab, truth
         self.context = min(context or max_visual_words, max_visual_words) - len(HORIZONS)
         self.verbs, self.nouns = list(truth["verbs"]), list(truth["nouns"])
-        self.pair_id = {(v, n): i * len(self.nouns) + j for i, v in enumerate(self.verbs) for j, n in enumerate(self.nouns)}
+        self.pair_id = pair_ids(self.verbs, self.nouns)
         self.word_labels: np.ndarray | None = None  # (words,) pair id each word depicts (-1: none); `learn_baselines`
-        self.follow: dict | None = None  # previous pair -> Counter of the next pairs, in the training videos
-        self.overall: Counter = Counter()  # the pairs that follow a step in the training videos
+        self.bigram: dict | None = None  # previous pair -> (verb id, noun id) most often next, in training
+        self.majority: tuple[int, int] = (0, 0)  # the verb and noun most often next to any step, in training
 
     def learn_baselines(self, videos, truth: dict) -> None:
         """From the training videos (decoded) and their ground truth: what each visual word depicts, and which
-        step follows which."""
+        step follows which (the bigram's answer after each pair, and overall)."""
         self.word_labels = depicted_pairs(self.vocab, self.pair_id, videos, truth)
-        self.follow = defaultdict(Counter)
+        follow, overall = defaultdict(Counter), Counter()
         for info in truth["videos"].values():
             pairs = [(s["verb"], s["noun"]) for s in info["steps"] if s["verb"] is not None]
             for prev, nxt in zip(pairs, pairs[1:]):
-                self.follow[prev][nxt] += 1
-                self.overall[nxt] += 1
+                follow[prev][nxt] += 1
+                overall[nxt] += 1
+        self.bigram = {prev: self._most_frequent(after) for prev, after in follow.items()}
+        self.majority = self._most_frequent(overall)
 
-    def baselines(self, prev: tuple[str, str]) -> dict[str, tuple[int, int]]:
-        """(verb id, noun id) each training-data baseline predicts after the step `prev`."""
-        after = self.follow.get(prev) or self.overall  # (a pair never seen in training: the overall counts)
-
-        def best(counts: Counter, side: int, names: list[str]) -> int:
+    def _most_frequent(self, counts: Counter) -> tuple[int, int]:
+        """(verb id, noun id): the verb and the noun most frequent among `counts`' pairs (ties: alphabetical)."""
+        best = []
+        for side, names in ((0, self.verbs), (1, self.nouns)):
             marginal = Counter()
             for pair, c in counts.items():
                 marginal[pair[side]] += c
-            return names.index(max(sorted(marginal), key=lambda w: marginal[w]))
+            best.append(names.index(max(sorted(marginal), key=lambda w: marginal[w])))
+        return best[0], best[1]
 
-        return {"bigram": (best(after, 0, self.verbs), best(after, 1, self.nouns)),
-                "repeat": (self.verbs.index(prev[0]), self.nouns.index(prev[1])),
-                "majority": (best(self.overall, 0, self.verbs), best(self.overall, 1, self.nouns))}
+    def baselines(self, prev: tuple[str, str]) -> dict[str, tuple[int, int]]:
+        """(verb id, noun id) each training-data baseline predicts after the step `prev` (a pair never seen in
+        training: the bigram falls back to the overall counts)."""
+        return {"bigram": self.bigram.get(prev, self.majority),
+                "repeat": (self.verbs.index(prev[0]), self.nouns.index(prev[1])), "majority": self.majority}
 
     def examples(self, video: dict):
         words = self.vocab.words(video["features"]) + self.tok.vocab_size
@@ -93,7 +98,7 @@ class ForecastingData:
         ex = {"input_ids": np.asarray(ids), "segment_ids": np.asarray(seg), "labels": labels, "align_label": IGNORE,
               "last": words[before[-1]], "verb": self.verbs.index(step["verb"]), "noun": self.nouns.index(step["noun"]),
               "window": clips_of(key, video["json"], [*before, *target]), "video": (key, video["features"], video["json"])}
-        if self.follow is not None:
+        if self.bigram is not None:
             ex["baselines"] = self.baselines(prev)
         return ex
 
@@ -117,7 +122,7 @@ class ForecastingData:
 
 class ForecastingMetrics(nn.Module):
     RATES = {**{f"t{h}_{name}": "transitions" for h in HORIZONS for name in ("top1", "top5", "repeat_last")},
-             **{f"{who}_{side}_top1".lstrip("_"): "transitions" for who in ("", *BASELINES) for side in ("verb", "noun")}}
+             **{f"{name}_top1": "transitions" for name in STEP_FIGURES}}
 
     def __init__(self, text_vocab_size: int, visual_vocab_size: int, centroids: np.ndarray | None = None,
                  word_labels: np.ndarray | None = None, labels: tuple[int, int] = (1, 1), shown: int = 8):
@@ -132,8 +137,7 @@ class ForecastingMetrics(nn.Module):
                                                                       average="micro")
                                   for h in HORIZONS for k in (1, 5)})
         self.repeat = nn.ModuleDict({f"t{h}": MulticlassAccuracy(visual_vocab_size, average="micro") for h in HORIZONS})
-        self.hits = nn.ModuleDict({f"{who}_{side}".lstrip("_"): SumMetric() for who in ("", *BASELINES)
-                                   for side in ("verb", "noun")})
+        self.hits = nn.ModuleDict({name: SumMetric() for name in STEP_FIGURES})
         self.transitions = SumMetric()  # test steps forecast (summed over ranks): the n of every accuracy
 
     def update(self, model, batch: dict) -> None:

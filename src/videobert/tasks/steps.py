@@ -35,6 +35,11 @@ def clip_token_ids(tok, vocab, features: np.ndarray, continuous: bool) -> np.nda
     return words + tok.vocab_size
 
 
+def pair_ids(verbs: list[str], nouns: list[str]) -> dict[tuple[str, str], int]:
+    """(verb, noun) -> an id for every pair of the label vocabularies, verb-major."""
+    return {(v, n): i * len(nouns) + j for i, v in enumerate(verbs) for j, n in enumerate(nouns)}
+
+
 def depicted_pairs(vocab, pair_id: dict, videos, truth: dict) -> np.ndarray:
     """(words,) the id (of `pair_id`: (verb, noun) -> id) of the pair most training clips of each visual word
     show (-1: mostly no action, or never used): `videos` decoded training videos, `truth` their ground truth."""

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..sequences import IGNORE, build_sequence, collate
 from ..thumbnails import clips_of, spread
-from .steps import clip_mids, clip_token_ids, depicted_pairs, gather_objects, nearest_clips, step_clips, step_text, video_key
+from .steps import clip_mids, clip_token_ids, depicted_pairs, gather_objects, nearest_clips, pair_ids, step_clips, step_text, video_key
 
 
 class TextToVideoData:
@@ -32,8 +32,7 @@ class TextToVideoData:
                              "(data.video_input=features)")
         self.tok, self.vocab, self.truth, self.max_visual = tokenizer, vocab, truth, max_visual_words
         self.nouns = list(truth["nouns"])
-        self.pair_id = {(v, n): i * len(self.nouns) + j for i, v in enumerate(truth["verbs"])
-                        for j, n in enumerate(self.nouns)}
+        self.pair_id = pair_ids(list(truth["verbs"]), self.nouns)
         self.word_labels: np.ndarray | None = None  # (words,) the pair id each word depicts, -1: none (set by the
         # DataModule from the training videos: `learn_baselines`)
 

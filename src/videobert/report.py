@@ -19,7 +19,8 @@ FINETUNES = {"sentiment": ["sentiment.yaml"], "sentiment_video": ["sentiment.yam
              "captioning": ["captioning.yaml"]}  # (yamls stacked on quickstart.yaml; from its checkpoint)
 TASKS = {"quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
          "factorised_quickstart": ("zero_shot", "retrieval", "forecasting", "summarization", "text_to_video"),
-         "cbt_quickstart": ("zero_shot", "retrieval", "summarization")}  # (CBT has no visual words to predict)
+         "cbt_quickstart": ("zero_shot", "retrieval", "summarization"),  # (CBT has no visual words to predict)
+         "minilm_quickstart": ("zero_shot", "retrieval", "forecasting", "text_to_video")}
 ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "verb_top1", "verb_top1_majority", "zero-shot verb top-1 (baseline: the training majority verb)"),
     ("zero_shot", "verb_top5", "verb_top5_chance", "zero-shot verb top-5"),
@@ -27,6 +28,9 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "noun_top5", "noun_top5_chance", "zero-shot noun top-5"),
     ("zero_shot", "verb_top1_unseen_pairs", "verb_top1_chance", "zero-shot verb top-1, verb-noun pairs unseen in training"),
     ("zero_shot", "noun_top1_unseen_pairs", "noun_top1_chance", "zero-shot noun top-1, verb-noun pairs unseen in training"),
+    ("alignment", "balanced_acc", "constant", "alignment at the last validation: balanced accuracy (any constant answer: 50%)"),
+    ("alignment", "auroc", "constant_auroc", "alignment at the last validation: AUROC (any constant answer: 0.500)"),
+    ("alignment", "majority_acc", None, "alignment at the last validation: share of aligned pairs"),
     ("retrieval", "generative_t2v_r1", "chance_t2v_r1", "text->video R@1, generative (verb, noun at the template's [MASK]s)"),
     ("retrieval", "cross_t2v_r1", "chance_t2v_r1", "text->video R@1, cross-encoder (alignment head), whole pool"),
     ("retrieval", "dual_t2v_r1", "chance_t2v_r1", "text->video R@1, dual encoder (contrastively trained models only)"),
@@ -98,6 +102,18 @@ def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
                   f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], task)
 
 
+def validation_alignment(experiment: str) -> dict[str, float] | None:
+    """The alignment head at the run's last validation (its CSV log): balanced accuracy, AUROC, the aligned
+    share and the number of labelled validation pairs (n)."""
+    import csv
+
+    logs = sorted(Path(f"runs/{experiment}/latest/csv").glob("*/metrics.csv"))
+    rows = [r for r in csv.DictReader(open(logs[-1])) if r.get("val/align_auroc")] if logs else []
+    if not rows or not rows[-1].get("val/align_pairs"):
+        return None
+    return {"constant": 0.5, "constant_auroc": 0.5, **{k: float(rows[-1][f"val/align_{k}"]) for k in ("balanced_acc", "auroc", "majority_acc", "pairs")}}
+
+
 def finetune(name: str, pretrained: Path) -> dict[str, float]:
     """Fine-tune `pretrained` with the yamls of FINETUNES[name] (a run of its own), then test it."""
     stack = [arg for yaml in FINETUNES[name] for arg in ("--config", f"experiments/finetune/{yaml}")]
@@ -109,6 +125,8 @@ def finetune(name: str, pretrained: Path) -> dict[str, float]:
 
 
 def _fmt(value: float, metric: str) -> str:
+    if metric.endswith("auroc"):
+        return f"{value:.3f}"
     if metric.endswith("median_rank"):
         return f"{value:.1f}"
     if metric == "pool":
@@ -141,6 +159,8 @@ def _rates(task: str) -> dict[str, str]:
     classes = {"zero_shot": tasks.ZeroShotMetrics, "retrieval": tasks.RetrievalMetrics,
                "forecasting": tasks.ForecastingMetrics, "text_to_video": tasks.TextToVideoMetrics,
                "sentiment": tasks.SentimentMetrics, "sentiment_video": tasks.SentimentMetrics}
+    if task == "alignment":  # (validation pairs: n from the run's log)
+        return {"balanced_acc": "pairs", "auroc": "pairs", "majority_acc": "pairs"}
     if task == "summarization":  # (its intervals are bootstrapped over the videos)
         return {name: "videos" for name in ("coverage", "uniform_coverage", "random_coverage", "f1", "uniform_f1",
                                             "random_f1")}
@@ -183,6 +203,8 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
             missing.append(str(ckpt))
             continue
         results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
+        if (alignment := validation_alignment(exp)) is not None:
+            results[exp]["alignment"] = alignment
         if exp == "quickstart":
             results[exp].update({name: finetune(name, ckpt) for name in FINETUNES})
     if not results:

@@ -7,7 +7,8 @@ mean, standard deviation and range over all runs, over the seeds and over the bu
 `runs/spread/spread.json`; `videobert report` puts that table into docs/results.md. A difference between
 two builds of the code smaller than this spread is noise.
 
-    videobert spread --seeds [0,1,2] --corpus_seeds [0,1]    # 2 models x 6 fits
+    videobert spread --seeds [0,1,2] --corpus_seeds [0,1]    # 3 models x 6 fits
+    videobert spread --experiments [factorised_quickstart]   # one model anew; the others' runs are kept
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXPERIMENTS = ("quickstart", "cbt_quickstart")
+EXPERIMENTS = ("quickstart", "factorised_quickstart", "cbt_quickstart")
 FIGURES = ("verb_top1", "noun_top1", "verb_top1_unseen_pairs", "noun_top1_unseen_pairs")  # of test/zero_shot
 
 
@@ -70,21 +71,24 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
            experiments: list[str] = EXPERIMENTS, root: str = "runs/spread") -> Path:
     """Fit and zero-shot-test every experiment with every seed on every corpus build; write `<root>/spread.json`."""
-    runs, start = [], time.time()
+    runs = []
     plan = [(c, s) for c in corpus_seeds for s in seeds]
     for exp in experiments:
         for corpus_seed, seed in plan:
-            args = run_args(exp, corpus_seed, seed, root)
+            start, args = run_args(exp, corpus_seed, seed, root)
             _run("fit", args)
             folder = Path(f"{root}/{exp}-c{corpus_seed}-s{seed}")
             ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
             results = _zero_shot(args, ckpt, folder / "test")
-            runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results})
+            runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results,
+                         "seconds": round(time.time() - start)})
             print(f"spread: {exp} corpus {corpus_seed} seed {seed}: " +
                   ", ".join(f"{f} {results[f]:.3f}" for f in FIGURES if f in results), flush=True)
-    record = {"date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - start), "runs": runs,
-              "summary": summarise(runs)}
     path = Path(root) / "spread.json"
+    if path.is_file():  # the other experiments' runs stay (e.g. one experiment measured anew after a change)
+        runs = [r for r in json.loads(path.read_text())["runs"] if r["experiment"] not in experiments] + runs
+    record = {"date": time.strftime("%Y-%m-%d"), "seconds": sum(r.get("seconds", 0) for r in runs), "runs": runs,
+              "summary": summarise(runs)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     print(spread_table(record))

@@ -56,22 +56,19 @@ def test_report_cells_carry_interval_and_n():
             f"20.0% [{blo:.1f}, {bhi:.1f}] n=200 | - |") in lines
 
 
-def test_report_reads_validation_alignment_from_the_runs_log(tmp_path, monkeypatch):
+def test_report_measures_alignment_on_the_validation_pairs(pretrained, quickstart_cache, tmp_path):
+    from tests.conftest import tiny_data_args
     from videobert.report import table, validation_alignment
 
-    log = tmp_path / "runs/exp/latest/csv/version_0"
-    log.mkdir(parents=True)
-    (log / "metrics.csv").write_text("step,train/loss,val/align_auroc,val/align_balanced_acc,val/align_majority_acc,"
-                                     "val/align_pairs\n5,1.0,,,,\n9,,0.6,0.55,0.75,100\n19,,0.912,0.81,0.74,120\n")
-    monkeypatch.chdir(tmp_path)
-    got = validation_alignment("exp")
-    assert got == {"constant": 0.5, "constant_auroc": 0.5, "balanced_acc": 0.81, "auroc": 0.912,
-                   "majority_acc": 0.74, "pairs": 120.0}  # (the last validation)
-    lines = table({"exp": {"alignment": got}})
-    assert any(line.startswith("| alignment at the last validation: balanced accuracy") and "| 81.0% n=120 | 50.0% |"
-               in line for line in lines)
-    assert any("AUROC" in line and "| 0.912 n=120 | 0.500 |" in line for line in lines)
-    assert validation_alignment("no_such_run") is None
+    model = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64"]
+    data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()]
+    got = validation_alignment("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
+    assert set(got) == {"constant", "constant_auroc", "balanced_acc", "auroc", "majority_acc", "pairs"}
+    assert got["pairs"] >= 1 and got["pairs"] == int(got["pairs"]) and 0 <= got["balanced_acc"] <= 1
+    lines = table({"quickstart": {"alignment": got}})
+    row = next(line for line in lines if line.startswith("| alignment on the validation pairs: balanced accuracy"))
+    assert row.endswith(f"| {100 * got['balanced_acc']:.1f}% n={int(got['pairs'])} | 50.0% | - |")
+    assert any("AUROC" in line and f"| {got['auroc']:.3f} n={int(got['pairs'])} | 0.500 |" in line for line in lines)
 
 
 def test_text_to_video_baseline_is_the_most_frequent_training_word_not_the_test_mode():

@@ -28,9 +28,9 @@ ROWS = [  # (task, metric, chance metric or value, what it is)
     ("zero_shot", "noun_top5", "noun_top5_chance", "zero-shot noun top-5"),
     ("zero_shot", "verb_top1_unseen_pairs", "verb_top1_chance", "zero-shot verb top-1, verb-noun pairs unseen in training"),
     ("zero_shot", "noun_top1_unseen_pairs", "noun_top1_chance", "zero-shot noun top-1, verb-noun pairs unseen in training"),
-    ("alignment", "balanced_acc", "constant", "alignment at the last validation: balanced accuracy (any constant answer: 50%)"),
-    ("alignment", "auroc", "constant_auroc", "alignment at the last validation: AUROC (any constant answer: 0.500)"),
-    ("alignment", "majority_acc", None, "alignment at the last validation: share of aligned pairs"),
+    ("alignment", "balanced_acc", "constant", "alignment on the validation pairs: balanced accuracy (any constant answer: 50%)"),
+    ("alignment", "auroc", "constant_auroc", "alignment on the validation pairs: AUROC (any constant answer: 0.500)"),
+    ("alignment", "majority_acc", None, "alignment on the validation pairs: share of aligned pairs"),
     ("retrieval", "generative_t2v_r1", "chance_t2v_r1", "text->video R@1, generative (verb, noun at the template's [MASK]s)"),
     ("retrieval", "cross_t2v_r1", "chance_t2v_r1", "text->video R@1, cross-encoder (alignment head), whole pool"),
     ("retrieval", "dual_t2v_r1", "chance_t2v_r1", "text->video R@1, dual encoder (contrastively trained models only)"),
@@ -102,16 +102,15 @@ def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
                   f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], task)
 
 
-def validation_alignment(experiment: str) -> dict[str, float] | None:
-    """The alignment head at the run's last validation (its CSV log): balanced accuracy, AUROC, the aligned
-    share and the number of labelled validation pairs (n)."""
-    import csv
-
-    logs = sorted(Path(f"runs/{experiment}/latest/csv").glob("*/metrics.csv"))
-    rows = [r for r in csv.DictReader(open(logs[-1])) if r.get("val/align_auroc")] if logs else []
-    if not rows or not rows[-1].get("val/align_pairs"):
-        return None
-    return {"constant": 0.5, "constant_auroc": 0.5, **{k: float(rows[-1][f"val/align_{k}"]) for k in ("balanced_acc", "auroc", "majority_acc", "pairs")}}
+def validation_alignment(experiment: str, ckpt: Path, overrides: tuple[str, ...] = ()) -> dict[str, float]:
+    """The alignment head on the validation pairs (`videobert validate`): balanced accuracy, AUROC, the
+    aligned share and the number of labelled pairs (n)."""
+    cli = _run("validate", ["--config", f"experiments/{experiment}.yaml", f"--ckpt_path={ckpt}",
+                            "--trainer.enable_progress_bar=false", "--trainer.logger=false", "--trainer.callbacks=[]",
+                            *overrides])
+    got = {k.removeprefix("val/align_"): float(v) for k, v in cli.trainer.callback_metrics.items()
+           if k.startswith("val/align_")}
+    return {"constant": 0.5, "constant_auroc": 0.5, **{k: got[k] for k in ("balanced_acc", "auroc", "majority_acc", "pairs")}}
 
 
 def finetune(name: str, pretrained: Path) -> dict[str, float]:
@@ -159,7 +158,7 @@ def _rates(task: str) -> dict[str, str]:
     classes = {"zero_shot": tasks.ZeroShotMetrics, "retrieval": tasks.RetrievalMetrics,
                "forecasting": tasks.ForecastingMetrics, "text_to_video": tasks.TextToVideoMetrics,
                "sentiment": tasks.SentimentMetrics, "sentiment_video": tasks.SentimentMetrics}
-    if task == "alignment":  # (validation pairs: n from the run's log)
+    if task == "alignment":  # (n: the labelled validation pairs)
         return {"balanced_acc": "pairs", "auroc": "pairs", "majority_acc": "pairs"}
     if task == "summarization":  # (its intervals are bootstrapped over the videos)
         return {name: "videos" for name in ("coverage", "uniform_coverage", "random_coverage", "f1", "uniform_f1",
@@ -203,8 +202,7 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
             missing.append(str(ckpt))
             continue
         results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
-        if (alignment := validation_alignment(exp)) is not None:
-            results[exp]["alignment"] = alignment
+        results[exp]["alignment"] = validation_alignment(exp, ckpt)
         if exp == "quickstart":
             results[exp].update({name: finetune(name, ckpt) for name in FINETUNES})
     if not results:

@@ -146,6 +146,30 @@ def test_spread_over_runs_by_hand():
     assert "--data.init_args.cache_dir=data/quickstart" in run_args("quickstart", 0, 0, "r")  # (build 0: the demo's)
 
 
+def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from videobert import spread as sp
+
+    def fake_fit(subcommand, args):  # (a fit leaves its checkpoint where spread looks for it)
+        root = next(a.split("=", 1)[1] for a in args if a.startswith("--trainer.default_root_dir="))
+        (Path(root) / "run/checkpoints").mkdir(parents=True, exist_ok=True)
+        (Path(root) / "run/checkpoints/last.ckpt").write_text("")
+
+    seed_of = lambda args: int(next(a.split("=")[1] for a in args if a.startswith("--seed_everything=")))  # noqa: E731
+    monkeypatch.setattr(sp, "_run", fake_fit)
+    monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.5 + 0.1 * seed_of(args)})
+    root = str(tmp_path / "spread")
+    sp.spread([0, 1], [0], ["quickstart", "cbt_quickstart"], root)
+    monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.9})
+    record = json.loads(sp.spread([0, 1], [0], ["cbt_quickstart"], root).read_text())
+    assert [(r["experiment"], r["seed"], r["results"]["verb_top1"]) for r in record["runs"]] == [
+        ("quickstart", 0, 0.5), ("quickstart", 1, pytest.approx(0.6)), ("cbt_quickstart", 0, 0.9), ("cbt_quickstart", 1, 0.9)]
+    assert record["summary"]["quickstart"]["verb_top1"]["mean"] == pytest.approx(0.55)
+    assert record["summary"]["cbt_quickstart"]["verb_top1"]["std"] == 0.0
+    assert record["seconds"] == sum(r["seconds"] for r in record["runs"])
+
+
 def test_text_to_video_depicts_by_hand():
     from videobert.tasks.text_to_video import TextToVideoData
 

@@ -75,7 +75,7 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
     plan = [(c, s) for c in corpus_seeds for s in seeds]
     for exp in experiments:
         for corpus_seed, seed in plan:
-            start, args = run_args(exp, corpus_seed, seed, root)
+            start, args = time.time(), run_args(exp, corpus_seed, seed, root)
             _run("fit", args)
             folder = Path(f"{root}/{exp}-c{corpus_seed}-s{seed}")
             ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)

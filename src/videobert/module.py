@@ -98,6 +98,7 @@ class VideoBertModule(L.LightningModule):
         # training majority: negatives are drawn at data.negative_prob)
         self.align_metrics = nn.ModuleDict({"balanced_acc": MulticlassAccuracy(2, average="macro"),
                                             "auroc": BinaryAUROC(), "majority_acc": MeanMetric(),
+                                            "aligned_recall": MeanMetric(), "misaligned_recall": MeanMetric(),
                                             "pairs": SumMetric()})  # (n: the labelled pairs scored)
         video = f"clip features of dim {cfg.feature_dim} (CBT)" if cfg.feature_dim else f"{cfg.visual_vocab_size} visual words"
         rank_zero_info(f"VideoBERT: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
@@ -136,6 +137,9 @@ class VideoBertModule(L.LightningModule):
         m["auroc"].update(p_aligned, target)
         m["majority_acc"].update((target == 1).float())
         m["pairs"].update(torch.tensor(float(target.numel()), device=target.device))
+        for name, label in (("aligned_recall", 1), ("misaligned_recall", 0)):  # (their mean: balanced accuracy)
+            if (target == label).any():
+                m[name].update((pred[target == label] == label).float())
         for name, metric in m.items():  # (torchmetrics sync their states over ranks at the epoch's end)
             self.log(f"val/align_{name}", metric, on_step=False, on_epoch=True, batch_size=n)
 

@@ -167,9 +167,10 @@ def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
     root = str(tmp_path / "spread")
     sp.spread([0, 1], [0], ["quickstart", "cbt_quickstart"], root)
     monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.9})
-    record = json.loads(sp.spread([0, 1], [0], ["cbt_quickstart"], root).read_text())
+    record = json.loads(sp.spread([0, 1], [0], ["cbt_quickstart", "factorised_quickstart"], root).read_text())
     assert [(r["experiment"], r["seed"], r["results"]["verb_top1"]) for r in record["runs"]] == [
-        ("quickstart", 0, 0.5), ("quickstart", 1, pytest.approx(0.6)), ("cbt_quickstart", 0, 0.9), ("cbt_quickstart", 1, 0.9)]
+        ("quickstart", 0, 0.5), ("quickstart", 1, pytest.approx(0.6)), ("factorised_quickstart", 0, 0.9),
+        ("factorised_quickstart", 1, 0.9), ("cbt_quickstart", 0, 0.9), ("cbt_quickstart", 1, 0.9)]
     assert record["summary"]["quickstart"]["verb_top1"]["mean"] == pytest.approx(0.55)
     assert record["summary"]["cbt_quickstart"]["verb_top1"]["std"] == 0.0
     assert record["seconds"] == sum(r["seconds"] for r in record["runs"])

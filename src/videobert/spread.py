@@ -87,6 +87,8 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
     path = Path(root) / "spread.json"
     if path.is_file():  # the other experiments' runs stay (e.g. one experiment measured anew after a change)
         runs = [r for r in json.loads(path.read_text())["runs"] if r["experiment"] not in experiments] + runs
+        order = {e: i for i, e in enumerate(EXPERIMENTS)}  # (the table in the usual order of the experiments)
+        runs.sort(key=lambda r: order.get(r["experiment"], len(order)))
     record = {"date": time.strftime("%Y-%m-%d"), "seconds": sum(r.get("seconds", 0) for r in runs), "runs": runs,
               "summary": summarise(runs)}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -219,7 +219,7 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
         raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
     text = ["# Results on the built-in corpus", "",
             f"Written by `videobert report` on {time.strftime('%Y-%m-%d')} from the checkpoints in `runs/`; "
-            "`make results` trains and evaluates everything (2 CPU cores: about 20 minutes).",
+            "`make results` trains and evaluates everything (2 CPU cores: about 50 minutes, half of it the MiniLM fit).",
             "Held-out test videos of the built-in procedural cooking corpus. The paper's column is YouCook2 "
             "(real video): for orientation only, it is not comparable.", "",
             "A proportion reads `value [95% Wilson interval] n=items` (zero-shot: action steps; retrieval: "

@@ -99,7 +99,7 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
 
 def spread_table(record: dict) -> str:
     """The spread as markdown: per experiment and figure, mean +- std and the range, over n runs."""
-    lines = [f"Measured by `videobert spread` on {record['date']} ({record['seconds'] // 60} min): every run's "
+    lines = [f"Measured by `videobert spread` on {record['date']} ({int(record['seconds']) // 60} min): every run's "
              "zero-shot figures on its own corpus build's held-out videos; std over the runs (ddof 1).", "",
              "| experiment | figure | mean | std | min - max | range over seeds | range over builds | runs |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

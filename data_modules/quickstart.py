@@ -47,7 +47,8 @@ class QuickstartDataModule(VideoBertDataModule):
 
     def _paths(self) -> dict[str, str]:
         r = self.root
-        return {"train": str(r / "features/train"), "val": str(r / f"features/{self.hparams.val_split}"), "test": str(r / "features/test"),
+        return {"train": str(r / "features/train"), "val": str(r / f"features/{self.hparams.val_split}"),
+                "test": str(r / "features/test"),
                 "tokenizer": str(self._tokenizer_dir() / "vocab.txt"), "visual_vocab": str(self._vocab_file()),
                 "ground_truth": str(r / "corpus/test/ground_truth.json"), "thumbnails": str(r / "shards/test"),
                 "train_ground_truth": str(r / "corpus/train/ground_truth.json")}

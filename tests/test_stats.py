@@ -58,11 +58,11 @@ def test_report_cells_carry_interval_and_n():
 
 def test_report_measures_alignment_on_test_video_pairs(pretrained, quickstart_cache, tmp_path):
     from tests.conftest import tiny_data_args
-    from videobert.report import table, test_alignment
+    from videobert.report import table, alignment_on_test_videos
 
     model = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64"]
     data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()]
-    got = test_alignment("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
+    got = alignment_on_test_videos("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
     assert got["pairs"] >= 4 and got["pairs"] == int(got["pairs"])
     assert got["balanced_acc"] == pytest.approx((got["aligned_recall"] + got["misaligned_recall"]) / 2, abs=1e-6)
     assert got["balanced_acc_ci_low"] <= got["balanced_acc"] <= got["balanced_acc_ci_high"]

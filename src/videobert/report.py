@@ -104,7 +104,7 @@ def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
                   f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], task)
 
 
-def test_alignment(experiment: str, ckpt: Path, overrides: tuple[str, ...] = ()) -> dict[str, float]:
+def alignment_on_test_videos(experiment: str, ckpt: Path, overrides: tuple[str, ...] = ()) -> dict[str, float]:
     """The alignment head on pairs of the held-out test videos, drawn as validation draws them (`videobert
     validate` with `data.val_split=test`, one pass): balanced accuracy with a 95% interval (normal
     approximation over its two recalls), AUROC, the aligned share and n, the labelled pairs."""
@@ -212,7 +212,7 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
             missing.append(str(ckpt))
             continue
         results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
-        results[exp]["alignment"] = test_alignment(exp, ckpt)
+        results[exp]["alignment"] = alignment_on_test_videos(exp, ckpt)
         if exp == "quickstart":
             results[exp].update({name: finetune(name, ckpt) for name in FINETUNES})
     if not results:

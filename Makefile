@@ -30,7 +30,7 @@ demo: setup
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 # every task on the built-in corpus, for VideoBERT (plain, factorised, MiniLM-initialised) and CBT
-# -> docs/results.md (~50 min on 2 cores, half of it the MiniLM fit)
+# -> docs/results.md (~1 hour on 2 cores, 34 min of it the MiniLM fit)
 results: setup
 	$(VB) fit --config experiments/quickstart.yaml
 	$(VB) fit --config experiments/factorised_quickstart.yaml

@@ -5,6 +5,7 @@ Each stage is skipped when its output exists, so only the first run pays for it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -54,11 +55,16 @@ class QuickstartDataModule(VideoBertDataModule):
                 "train_ground_truth": str(r / "corpus/train/ground_truth.json")}
 
     def _tokenizer_dir(self) -> Path:
-        source = self.hparams.get("tokenizer")  # (a pretrained one: its own folder, named after its source)
-        if source is None:
+        source = self.hparams.get("tokenizer")  # (a pretrained one: a folder named after its vocabulary's
+        if source is None:                       # content, so another or a changed vocabulary is built anew)
             return self.root / "tokenizer"
-        path = Path(str(source))
-        return self.root / f"tokenizer-{path.parent.name if path.suffix == '.txt' else path.name}"
+        vocab = self._source_vocab()
+        digest = hashlib.sha256(vocab.read_bytes()).hexdigest()[:12]
+        return self.root / f"tokenizer-{vocab.parent.name}-{digest}"
+
+    def _source_vocab(self) -> Path:
+        source = Path(str(self.hparams.tokenizer))
+        return source if source.is_file() else bert_folder(str(self.hparams.tokenizer)) / "vocab.txt"
 
     def _build_tokenizer(self) -> None:
         hp, r = self.hparams, self.root
@@ -67,8 +73,7 @@ class QuickstartDataModule(VideoBertDataModule):
             texts = [c["text"] for p in sorted((r / "corpus/train").glob("*.vtt")) for c in read_captions(p)]
             train_wordpiece(texts + truth["verbs"] + truth["nouns"], self._tokenizer_dir(), hp.tokenizer_vocab_size)
             return
-        source = Path(hp.tokenizer)
-        vocab = source if source.is_file() else bert_folder(str(hp.tokenizer)) / "vocab.txt"
+        vocab = self._source_vocab()
         added = extend_vocab(vocab, truth["verbs"] + truth["nouns"], self._tokenizer_dir())
         print(f"tokenizer: {vocab} + {len(added)} label word(s) it splits, appended whole (new embeddings): "
               f"{added}")
@@ -95,6 +100,12 @@ class QuickstartDataModule(VideoBertDataModule):
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps(settings, indent=1))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "fit" and self.hparams.val_split == "test":
+            raise ValueError("data.val_split=test while fitting: checkpoints would be chosen on the test videos; "
+                             "it is for `videobert validate` (as `videobert report` runs it)")
+        super().setup(stage)
 
     def prepare_data(self) -> None:
         hp, r = self.hparams, self.root

@@ -1,4 +1,6 @@
 """BERT in, VideoBERT out: exact equivalence with transformers, the checkpoint's vocabulary, export/reload."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -166,3 +168,11 @@ def test_a_package_that_ships_a_bert_serves_weights_and_the_corpus_tokenizer(ber
     assert all(tok.single_id(w) is not None for w in labels)
     assert tok.encode("stir the eggs") == [WORDS.index("stir"), WORDS.index("the"), WORDS.index("egg"),
                                            WORDS.index("##s")]
+    assert Path(vocab_file).parent.name.startswith("tokenizer-model-")  # (named by content: another vocabulary,
+    (package / "model/vocab.txt").write_text("\n".join(WORDS + ["w90"]) + "\n")  # or a changed one, is built anew)
+    assert QuickstartDataModule(**tiny_data_args(quickstart_cache), tokenizer="tiny_bert_package")._paths()[
+        "tokenizer"] != vocab_file
+    from videobert.text import extend_vocab
+    with pytest.raises(ValueError, match=r"\['olive oil'\] stay more than one token"):
+        extend_vocab(bert_dir / "vocab.txt", ["stir", "olive oil"], tmp_path / "bad")
+    assert not (tmp_path / "bad/vocab.txt").exists()

@@ -57,23 +57,35 @@ def test_report_cells_carry_interval_and_n():
 
 
 def test_report_measures_alignment_on_test_video_pairs(pretrained, quickstart_cache, tmp_path):
+    from data_modules import QuickstartDataModule
     from tests.conftest import tiny_data_args
-    from videobert.report import table, alignment_on_test_videos
+    from videobert.report import alignment_on_test_videos, table
+    from videobert.stats import Z95, wilson
 
+    args = {k: v for k, v in tiny_data_args(quickstart_cache).items() if k != "val_batches"}  # (one whole pass)
     model = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64"]
-    data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()]
+    data = [f"--data.init_args.{k}={v}" for k, v in args.items()]
     got = alignment_on_test_videos("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
-    assert got["pairs"] >= 4 and got["pairs"] == int(got["pairs"])
+    n1, n0 = got["aligned_pairs"], got["misaligned_pairs"]
+    assert n1 + n0 == got["pairs"] >= 4 and min(n1, n0) >= 1
     assert got["balanced_acc"] == pytest.approx((got["aligned_recall"] + got["misaligned_recall"]) / 2, abs=1e-6)
-    assert got["balanced_acc_ci_low"] <= got["balanced_acc"] <= got["balanced_acc_ci_high"]
+    k1, k0 = round(got["aligned_recall"] * n1), round(got["misaligned_recall"] * n0)
+    p1, p0 = (k1 + 2) / (n1 + 4), (k0 + 2) / (n0 + 4)  # Agresti-Caffo, by hand
+    half = Z95 / 2 * (p1 * (1 - p1) / (n1 + 4) + p0 * (1 - p0) / (n0 + 4)) ** 0.5
+    assert got["balanced_acc_ci_low"] == pytest.approx(max(0, (p1 + p0) / 2 - half))
+    assert got["balanced_acc_ci_high"] == pytest.approx(min(1, (p1 + p0) / 2 + half))
+    assert got["balanced_acc_ci_high"] - got["balanced_acc_ci_low"] > 0.05  # (never zero width on a few pairs)
+    assert (got["aligned_recall_ci_low"], got["aligned_recall_ci_high"]) == pytest.approx(wilson(k1, n1))
     lines = table({"quickstart": {"alignment": got}})
     row = next(line for line in lines if line.startswith("| alignment (does this text belong to these clips?)"))
-    lo, hi = (100 * got[f"balanced_acc_ci_{end}"] for end in ("low", "high"))
-    assert row.endswith(f"| {100 * got['balanced_acc']:.1f}% [{lo:.1f}, {hi:.1f}] n={int(got['pairs'])} | 50.0% | - |")
-    assert any("AUROC" in line and f"| {got['auroc']:.3f} n={int(got['pairs'])} | 0.500 |" in line for line in lines)
+    assert f"n={n1 + n0} | 50.0% | - |" in row
+    assert any("recall of the misaligned pairs" in line and f"n={n0} |" in line for line in lines)
+    dm = QuickstartDataModule(**args, val_split="test")
+    assert dm._paths()["val"].endswith("features/test")
+    with pytest.raises(ValueError, match="data.val_split=test while fitting"):
+        dm.setup("fit")
     with pytest.raises(ValueError, match="data.val_split='dev': expected one of"):
-        from data_modules import QuickstartDataModule
-        QuickstartDataModule(**tiny_data_args(quickstart_cache), val_split="dev")
+        QuickstartDataModule(**args, val_split="dev")
 
 
 def test_text_to_video_baseline_is_the_most_frequent_training_word_not_the_test_mode():
@@ -152,6 +164,7 @@ def test_spread_over_runs_by_hand():
 
 
 def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
+    from itertools import count
     from pathlib import Path
 
     from videobert import spread as sp
@@ -162,18 +175,29 @@ def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
         (Path(root) / "run/checkpoints/last.ckpt").write_text("")
 
     seed_of = lambda args: int(next(a.split("=")[1] for a in args if a.startswith("--seed_everything=")))  # noqa: E731
+    clock = count(0, 30)  # each time.time() call 30 s later: a run (start, end) takes 30 s
+    monkeypatch.setattr(sp.time, "time", lambda: next(clock))
     monkeypatch.setattr(sp, "_run", fake_fit)
     monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.5 + 0.1 * seed_of(args)})
-    root = str(tmp_path / "spread")
-    sp.spread([0, 1], [0], ["quickstart", "cbt_quickstart"], root)
+    root = tmp_path / "spread"
+    root.mkdir()
+    (root / "spread.json").write_text('{"date": "2026-01-01"}')  # (not a record: stop before any fit)
+    with pytest.raises(ValueError, match="not a spread record"):
+        sp.spread([0], [0], ["quickstart"], str(root))
+    (root / "spread.json").unlink()
+    sp.spread([0, 1], [0], ["quickstart", "cbt_quickstart"], str(root))
+    old = json.loads((root / "spread.json").read_text())
+    old["runs"][0].pop("seconds")  # (a run of an older record, not timed)
+    (root / "spread.json").write_text(json.dumps(old))
     monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.9})
-    record = json.loads(sp.spread([0, 1], [0], ["cbt_quickstart", "factorised_quickstart"], root).read_text())
+    record = json.loads(sp.spread([0, 1], [0], ["cbt_quickstart", "factorised_quickstart"], str(root)).read_text())
     assert [(r["experiment"], r["seed"], r["results"]["verb_top1"]) for r in record["runs"]] == [
         ("quickstart", 0, 0.5), ("quickstart", 1, pytest.approx(0.6)), ("factorised_quickstart", 0, 0.9),
         ("factorised_quickstart", 1, 0.9), ("cbt_quickstart", 0, 0.9), ("cbt_quickstart", 1, 0.9)]
     assert record["summary"]["quickstart"]["verb_top1"]["mean"] == pytest.approx(0.55)
     assert record["summary"]["cbt_quickstart"]["verb_top1"]["std"] == 0.0
-    assert record["seconds"] == sum(r["seconds"] for r in record["runs"])
+    assert [r.get("seconds") for r in record["runs"]] == [None, 30, 30, 30, 30, 30]
+    assert "(2 min for the 5 runs timed)" in sp.spread_table(record)
 
 
 def test_text_to_video_depicts_by_hand():

@@ -58,8 +58,8 @@ def bert_folder(source: str) -> Path:
         return Path(snapshot_download(source, allow_patterns=["config.json", weights, "vocab.txt",
                                                               "tokenizer_config.json"]))
     except Exception as err:  # noqa: BLE001 -- offline, no such repo, ...: say both readings of the name
-        raise FileNotFoundError(f"{source}: no such local folder, and not loadable from the Hugging Face Hub "
-                                f"({type(err).__name__}: {err})") from None
+        raise FileNotFoundError(f"{source}: no such local folder or installed package, and not loadable from the "
+                                f"Hugging Face Hub ({type(err).__name__}: {err})") from None
 
 
 def bert_config(source: str) -> dict:

@@ -71,6 +71,14 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
            experiments: list[str] = EXPERIMENTS, root: str = "runs/spread") -> Path:
     """Fit and zero-shot-test every experiment with every seed on every corpus build; write `<root>/spread.json`."""
+    path = Path(root) / "spread.json"
+    kept = []  # the other experiments' runs stay (e.g. one experiment measured anew after a change); read first,
+    if path.is_file():  # so a bad file stops the command before hours of fits, not after
+        try:
+            kept = [r for r in json.loads(path.read_text())["runs"] if r["experiment"] not in experiments]
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a spread record ({type(err).__name__}: {err}); move it away to start "
+                             "a new one") from None
     runs = []
     plan = [(c, s) for c in corpus_seeds for s in seeds]
     for exp in experiments:
@@ -81,16 +89,12 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
             ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
             results = _zero_shot(args, ckpt, folder / "test")
             runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results,
-                         "seconds": round(time.time() - start)})
+                         "seconds": round(time.time() - start), "date": time.strftime("%Y-%m-%d")})
             print(f"spread: {exp} corpus {corpus_seed} seed {seed}: " +
                   ", ".join(f"{f} {results[f]:.3f}" for f in FIGURES if f in results), flush=True)
-    path = Path(root) / "spread.json"
-    if path.is_file():  # the other experiments' runs stay (e.g. one experiment measured anew after a change)
-        runs = [r for r in json.loads(path.read_text())["runs"] if r["experiment"] not in experiments] + runs
-        order = {e: i for i, e in enumerate(EXPERIMENTS)}  # (the table in the usual order of the experiments)
-        runs.sort(key=lambda r: order.get(r["experiment"], len(order)))
-    record = {"date": time.strftime("%Y-%m-%d"), "seconds": sum(r.get("seconds", 0) for r in runs), "runs": runs,
-              "summary": summarise(runs)}
+    order = {e: i for i, e in enumerate(EXPERIMENTS)}  # (the table in the usual order of the experiments)
+    runs = sorted(kept + runs, key=lambda r: order.get(r["experiment"], len(order)))
+    record = {"date": time.strftime("%Y-%m-%d"), "runs": runs, "summary": summarise(runs)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
     print(spread_table(record))
@@ -99,7 +103,10 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
 
 def spread_table(record: dict) -> str:
     """The spread as markdown: per experiment and figure, mean +- std and the range, over n runs."""
-    lines = [f"Measured by `videobert spread` on {record['date']} ({int(record['seconds']) // 60} min): every run's "
+    timed = [r for r in record["runs"] if "seconds" in r]
+    when = (f"{sum(r['seconds'] for r in timed) // 60} min for the {len(timed)} runs timed"
+            if timed else f"{record['seconds'] // 60} min" if "seconds" in record else "time not recorded")
+    lines = [f"Written by `videobert spread` on {record['date']} ({when}): every run's "
              "zero-shot figures on its own corpus build's held-out videos; std over the runs (ddof 1).", "",
              "| experiment | figure | mean | std | min - max | range over seeds | range over builds | runs |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -85,11 +85,18 @@ def extend_vocab(vocab_file: str | Path, words: Iterable[str], out_dir: str | Pa
     tok = TextTokenizer(source)
     added = [w for w in dict.fromkeys(words) if tok.single_id(w) is None]
     out.mkdir(parents=True, exist_ok=True)
-    lines = source.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    (out / "vocab.txt").write_text("\n".join(lines + added) + "\n", encoding="utf-8")
     config = source.with_name("tokenizer_config.json")
-    if config.is_file():
+    if config.is_file():  # (first: vocab.txt present marks the folder as done)
         shutil.copyfile(config, out / "tokenizer_config.json")
+    lines = source.read_text(encoding="utf-8").rstrip("\n").split("\n")
+    tmp = out / "vocab.txt.tmp"
+    tmp.write_text("\n".join(lines + added) + "\n", encoding="utf-8")
+    still = [w for w in added if TextTokenizer(tmp, tok.lowercase).single_id(w) is None]
+    if still:  # (e.g. a word with a space or a hyphen: the basic tokenizer splits it before WordPiece)
+        tmp.unlink()
+        raise ValueError(f"{source}: {still} stay more than one token even when appended (zero-shot needs label "
+                         "words of one piece: no spaces or punctuation)")
+    tmp.replace(out / "vocab.txt")
     return added
 
 

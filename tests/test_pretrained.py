@@ -64,6 +64,15 @@ def test_hidden_states_mlm_and_nsp_match_transformers(bert_dir):
     assert (model.align_logits(hidden) - nsp.flip(-1)).abs().max() < 1e-5  # BERT's "is next" = our "belongs"
 
 
+def test_factorised_visual_words_keep_their_own_tables_when_initialised_from_bert(bert_dir):
+    cfg = config_from_bert(str(bert_dir), len(WORDS) + 1, 12, 40, visual_groups=(3, 4))
+    model = VideoBert(cfg)
+    before = [t.weight.clone() for t in model.embeddings.group_embeddings]
+    loaded = load_bert_weights(model, str(bert_dir))  # (BERT has no such tables: not "missing")
+    assert not any("group_embeddings" in k for k in loaded)
+    assert all(torch.equal(a, t.weight) for a, t in zip(before, model.embeddings.group_embeddings))
+
+
 def test_checkpoint_vocabulary_and_errors(bert_dir, tmp_path):
     tok = TextTokenizer(bert_dir / "vocab.txt")  # cased, from tokenizer_config.json; [>] appended
     ref = transformers.BertTokenizer.from_pretrained(bert_dir)

@@ -119,7 +119,8 @@ def load_bert_weights(model: VideoBert, source: str) -> list[str]:
         rows = min(len(value), len(target))
         target[:rows] = value[:rows].to(target.dtype)
         loaded.append(ours)
-    missing = [k for k in own if k.startswith(("embeddings.", "layers.")) and k not in loaded]
+    missing = [k for k in own if k.startswith(("embeddings.", "layers.")) and k not in loaded
+               and not k.startswith("embeddings.group_embeddings.")]  # (factorised visual words: ours alone)
     if missing:
         raise ValueError(f"{folder}: the checkpoint lacks {missing[:4]}{' ...' if len(missing) > 4 else ''}")
     return loaded

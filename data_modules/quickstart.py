@@ -58,9 +58,11 @@ class QuickstartDataModule(VideoBertDataModule):
         source = self.hparams.get("tokenizer")  # (a pretrained one: a folder named after its vocabulary's
         if source is None:                       # content, so another or a changed vocabulary is built anew)
             return self.root / "tokenizer"
-        vocab = self._source_vocab()
-        digest = hashlib.sha256(vocab.read_bytes()).hexdigest()[:12]
-        return self.root / f"tokenizer-{vocab.parent.name}-{digest}"
+        if getattr(self, "_pretrained_tokenizer_dir", None) is None:  # (once: _paths() asks often)
+            vocab = self._source_vocab()
+            digest = hashlib.sha256(vocab.read_bytes()).hexdigest()[:12]
+            self._pretrained_tokenizer_dir = self.root / f"tokenizer-{vocab.parent.name}-{digest}"
+        return self._pretrained_tokenizer_dir
 
     def _source_vocab(self) -> Path:
         source = Path(str(self.hparams.tokenizer))

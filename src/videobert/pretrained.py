@@ -41,8 +41,8 @@ def bert_folder(source: str) -> Path:
     path = Path(source)
     if path.is_dir():
         return path
-    if source.isidentifier() and importlib.util.find_spec(source) is not None:
-        spec = importlib.util.find_spec(source)
+    spec = importlib.util.find_spec(source) if source.isidentifier() else None
+    if spec is not None:
         for folder in (Path(p) / sub for p in (spec.submodule_search_locations or []) for sub in ("", "model")):
             if (folder / "config.json").is_file():
                 return folder

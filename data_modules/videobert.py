@@ -126,7 +126,9 @@ class VideoBertDataModule(L.LightningDataModule):
                  negative_prob: float = 0.5, hard_negatives: float = 0.0, max_sentences: int = 1, max_subsample: int = 1,
                  video_input: str = "words", test_task: str = "zero_shot", task: str | None = None,
                  task_options: dict | None = None, max_skip_rate: float = 0.05, skip_check_after: int = 100,
-                 seed: int = 0):
+                 seed: int = 0, visual_split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 aligned_targets_only: bool = False, action_mask_prob: float = 0.0, future_prob: float = 0.0,
+                 future_clips: int = 2):
         """`val_mask_prob`: the masking rate of validation (default: `mask_prob`); fix it when comparing runs
         that train with different masking rates (e.g. a sweep), or a lower rate also means an easier test.
         `task`: a fine-tuning task of `videobert.tasks.TASKS` (sentiment, captioning): train, val and test
@@ -137,7 +139,9 @@ class VideoBertDataModule(L.LightningDataModule):
         from training data (text_to_video: what each visual word depicts); without it they are left out.
         `predict_videos` / `predict_shards`: what `videobert predict` reads (a folder of videos, or of feature
         shards); `predict_labels`: a json file {"verbs": [...], "nouns": [...]} for its zero-shot answers
-        (default: the ground truth's label words, when there is one)."""
+        (default: the ground truth's label words, when there is one). `visual_split`, `aligned_targets_only`,
+        `action_mask_prob` (label words: `train_ground_truth`'s verbs and nouns), `future_prob`, `future_clips`:
+        the pretraining task's options beyond the paper's (`videobert.sequences.SequenceBuilder`)."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
@@ -375,7 +379,21 @@ class VideoBertDataModule(L.LightningDataModule):
         mask_prob = hp.mask_prob if mask_prob is None else mask_prob
         return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, mask_prob,
                                tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
-                               max_subsample=hp.max_subsample, features=self.features, hard_negatives=hp.hard_negatives)
+                               max_subsample=hp.max_subsample, features=self.features, hard_negatives=hp.hard_negatives,
+                               visual_split=tuple(hp.visual_split), aligned_targets_only=hp.aligned_targets_only,
+                               action_mask_prob=hp.action_mask_prob, action_words=self._action_words(),
+                               future_prob=hp.future_prob, future_clips=hp.future_clips)
+
+    def _action_words(self) -> list[str] | None:
+        """The label verbs and nouns (of `train_ground_truth`) for whole-action masking, when it is on."""
+        if not self.hparams.action_mask_prob:
+            return None
+        path = self._paths().get("train_ground_truth")
+        if not path or not Path(path).is_file():
+            raise ValueError(f"data.action_mask_prob={self.hparams.action_mask_prob} needs the label words: set "
+                             f"data.train_ground_truth to a ground-truth json with verbs and nouns (got {path})")
+        truth = json.loads(Path(path).read_text())
+        return list(truth["verbs"]) + list(truth["nouns"])
 
     def count_skips(self, videos: int, skipped: int) -> None:
         """Add the stream's counts (summed over ranks, so every rank decides alike); stop when too many were bad."""

@@ -145,3 +145,26 @@ def test_gpu_check_skips_without_a_gpu_and_runs_its_code_path_on_the_cpu(quickst
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "bf16 train BERT-tiny" in out.stdout and "MFU" in out.stdout and "sync check" in out.stdout
     assert "falls, finite" in out.stdout and "clips/s" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("groups", [(), (4, 5)])
+def test_untied_visual_output_scores_visual_words_by_its_own_matrix(groups):
+    m = tiny(visual_groups=groups, untie_visual_output=True)
+    tied = tiny(visual_groups=groups)
+    m.load_state_dict(tied.state_dict(), strict=False)  # same encoder and embeddings, other visual outputs
+    h = torch.randn(3, 32)
+    text = torch.tensor([5, 9, 11])
+    torch.testing.assert_close(m.token_logits(h, text), tied.token_logits(h, text))  # text: tied as before
+    visual = slice(40, 60)
+    assert not torch.allclose(m.token_logits(h, visual), tied.token_logits(h, visual))
+    with torch.no_grad():  # scored by the decoders, not the input embeddings
+        for d, table in zip(m.visual_decoders, [t.weight for t in m.embeddings.group_embeddings] if groups
+                            else [m.embeddings.word_embeddings.weight[40:]]):
+            d.copy_(table)
+    torch.testing.assert_close(m.token_logits(h, visual), tied.token_logits(h, visual))
+    if not groups:  # an index tensor across both ranges picks the same rows as the slices
+        both = torch.tensor([3, 45, 59])
+        full = m.token_logits(h, slice(0, 60))
+        torch.testing.assert_close(m.token_logits(h, both), full[:, both])
+    with pytest.raises(ValueError, match="CBT"):
+        VideoBertConfig(40, 1, feature_dim=8, untie_visual_output=True)

@@ -61,7 +61,7 @@ def pretraining_losses(model, batch: dict) -> tuple[dict[str, torch.Tensor], dic
 
 
 def _cbt_losses(model, batch: dict, h_clips: torch.Tensor, clip_sel: torch.Tensor, preds: dict) -> dict:
-    feats = batch.get("visual_features")
+    feats = batch.get("visual_targets", batch.get("visual_features"))  # (inputs: some clips swapped, see masking)
     if feats is None:  # a batch without video: zero losses that keep every parameter in the graph
         zero = sum(p.sum() for p in (*model.nce_head.parameters(), *model.embeddings.visual_proj.parameters())) * 0.0
         return {"nce_loss": zero, "xmodal_loss": zero}

@@ -30,12 +30,15 @@ class VideoBertConfig:
     checkpointing: bool = False  # activation checkpointing per layer: less memory, ~30% more compute
     feature_dim: int = 0  # CBT: > 0 feeds clip features (projected) at visual positions instead of words
     visual_groups: tuple[int, ...] = ()  # factorised visual words: each group's vocabulary size (see factorised.py)
+    untie_visual_output: bool = False  # visual words scored by their own output matrix, not their input embeddings
 
     def __post_init__(self):
         self.visual_groups = tuple(int(n) for n in self.visual_groups)
         if self.visual_groups and (self.feature_dim or int(np.prod(self.visual_groups)) != self.visual_vocab_size):
             raise ValueError(f"visual_groups {self.visual_groups}: their product must be visual_vocab_size "
                              f"({self.visual_vocab_size}), and CBT (feature_dim > 0) has no visual words")
+        if self.untie_visual_output and self.feature_dim:
+            raise ValueError("untie_visual_output: CBT (feature_dim > 0) has no visual-word output to untie")
 
     @property
     def vocab_size(self) -> int:
@@ -140,6 +143,9 @@ class VideoBert(nn.Module):
                                                 else cfg.vocab_size))
         if cfg.feature_dim:  # CBT: a masked clip's state -> a prediction compared with projected clips (NCE)
             self.nce_head = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        if cfg.untie_visual_output:  # one output matrix per group of factorised words, else one for all words
+            self.visual_decoders = nn.ParameterList(nn.Parameter(torch.randn(n, cfg.hidden_size) * 0.02)
+                                                    for n in cfg.visual_groups or (cfg.visual_vocab_size,))
         self.apply(self._init_weights)
 
     @staticmethod
@@ -155,10 +161,15 @@ class VideoBert(nn.Module):
         projected onto their top principal directions (D -> hidden) and scaled to the embedding std.
         Factorised words: a list of each group's centroids, one embedding table each."""
         if self.cfg.visual_groups:
-            for table, c in zip(self.embeddings.group_embeddings, centroids):
-                table.weight.copy_(self._project(torch.as_tensor(c)))
+            tables = [table.weight for table in self.embeddings.group_embeddings]
+            projected = [self._project(torch.as_tensor(c)) for c in centroids]
         else:
-            self.embeddings.word_embeddings.weight[self.cfg.text_vocab_size:] = self._project(torch.as_tensor(centroids))
+            tables = [self.embeddings.word_embeddings.weight[self.cfg.text_vocab_size:]]
+            projected = [self._project(torch.as_tensor(centroids))]
+        for g, (table, p) in enumerate(zip(tables, projected)):
+            table.copy_(p)
+            if self.cfg.untie_visual_output:  # the output matrix starts where the input embeddings do
+                self.visual_decoders[g].copy_(p)
 
     def _project(self, centroids: torch.Tensor) -> torch.Tensor:
         c = centroids.float() - centroids.float().mean(0)
@@ -200,7 +211,20 @@ class VideoBert(nn.Module):
         vocab = slice(0, self.cfg.vocab_size) if vocab is None else vocab
         if self.cfg.visual_groups and isinstance(vocab, slice) and (vocab.start or 0) >= self.cfg.text_vocab_size:
             return self._group_logprobs(h, vocab)
-        return h @ self.embeddings.word_embeddings.weight[vocab].T + self.lm_bias[vocab]
+        return h @ self._output_weights(vocab).T + self.lm_bias[vocab]
+
+    def _output_weights(self, vocab: slice | torch.Tensor) -> torch.Tensor:
+        """The output rows of the token ids `vocab`: tied to the input embeddings, except visual words with
+        `untie_visual_output`."""
+        table, n = self.embeddings.word_embeddings.weight, self.cfg.text_vocab_size
+        if not self.cfg.untie_visual_output or self.cfg.visual_groups:  # (factorised: only text ids come here)
+            return table[vocab]
+        visual = self.visual_decoders[0]
+        if isinstance(vocab, slice) and (vocab.start or 0) >= n:
+            return visual[vocab.start - n:vocab.stop - n]
+        if (vocab.stop if isinstance(vocab, slice) else int(vocab.max()) + 1) <= n:
+            return table[vocab]
+        return torch.cat([table[:n], visual])[vocab]
 
     def group_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
         """Factorised words: (M, C) hidden states -> each group's (M, size_g) logits (the pretraining loss's
@@ -209,8 +233,10 @@ class VideoBert(nn.Module):
 
     def _group_logits(self, h: torch.Tensor) -> list[torch.Tensor]:
         out, offset = [], self.cfg.text_vocab_size
-        for table in self.embeddings.group_embeddings:
-            out.append(h @ table.weight.T + self.lm_bias[offset:offset + table.num_embeddings])
+        untied = self.cfg.untie_visual_output
+        for g, table in enumerate(self.embeddings.group_embeddings):
+            weight = self.visual_decoders[g] if untied else table.weight
+            out.append(h @ weight.T + self.lm_bias[offset:offset + table.num_embeddings])
             offset += table.num_embeddings
         return out
 

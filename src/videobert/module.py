@@ -31,13 +31,14 @@ class VideoBertModule(L.LightningModule):
                  freeze_visual_embeddings: bool = False, checkpointing: bool = False, compile: bool = False,
                  text_vocab_size: int | None = None, visual_vocab_size: int | None = None,
                  feature_dim: int | None = None, layer_norm_eps: float = 1e-12, type_vocab_size: int = 2,
-                 visual_groups: list[int] | None = None):
+                 visual_groups: list[int] | None = None, untie_visual_output: bool = False):
         """`init_from`: a Hugging Face BERT folder (or hub name) whose weights initialise the encoder; its
         sizes replace hidden_size, num_layers, num_heads and intermediate_size. `freeze_visual_embeddings`:
         keep the visual-word embeddings at their initial (centroid) values. `checkpointing`: activation
         checkpointing per layer. `compile`: torch.compile each layer (dynamic shapes). The vocabulary sizes
         and `feature_dim` (CBT: clip features instead of visual words) come from the DataModule, and so do
-        `visual_groups` (factorised visual words: each group's vocabulary size)."""
+        `visual_groups` (factorised visual words: each group's vocabulary size). `untie_visual_output`: visual
+        words are scored by an output matrix of their own instead of their input embeddings (BERT ties them)."""
         super().__init__()
         self.save_hyperparameters()
         self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, "nce_loss": 1.0, "xmodal_loss": 1.0}
@@ -86,7 +87,8 @@ class VideoBertModule(L.LightningModule):
         cfg = VideoBertConfig(hp.text_vocab_size, hp.visual_vocab_size, hp.hidden_size, hp.num_layers, hp.num_heads,
                               hp.intermediate_size, hp.max_positions, hp.type_vocab_size, hp.dropout,
                               hp.layer_norm_eps, checkpointing=hp.checkpointing, feature_dim=hp.feature_dim or 0,
-                              visual_groups=tuple(hp.get("visual_groups") or ()))
+                              visual_groups=tuple(hp.get("visual_groups") or ()),
+                              untie_visual_output=bool(hp.get("untie_visual_output")))
         self.model = VideoBert(cfg)
         if hp.compile:
             for layer in self.model.layers:

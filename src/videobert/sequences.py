@@ -5,8 +5,12 @@ A sequence is `[CLS] text [>] visual words [SEP]` (segment 0 for text, 1 for vid
 `text_vocab_size + w`. As in the paper, a run of 1..`max_sentences` neighbouring caption sentences
 becomes one sequence whose visual words are the clips in its time span, subsampled at a random rate of
 1..`max_subsample`; a paired sequence is, with `negative_prob`, given the visual words of another video
-instead (alignment label 0). Sequences are text+video, text-only or video-only in the ratio `mix`. Masking follows BERT: `mask_prob` of the non-special tokens are targets;
-of these 80% become [MASK], 10% a random token of the same modality, 10% stay.
+instead (alignment label 0). Sequences are text+video, text-only or video-only in the ratio `mix`. Masking
+follows BERT (`videobert.masking`): `mask_prob` of the non-special tokens are targets; of these 80% become
+[MASK], 10% a random token of the same modality, 10% stay. Options beyond the paper's defaults:
+`future_prob` (a share of sequences that end at a sentence start with the next sentence's first clips
+masked: forecasting as a training task), `action_mask_prob` (whole-action masking), `visual_split` and
+`aligned_targets_only` (see `SequenceBuilder`).
 """
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from collections import deque
 import numpy as np
 import torch
 
-IGNORE = -100  # label of a position or sequence with no target
+from .masking import BERT_SPLIT, IGNORE, action_positions, corrupt, force_mask, mask_tokens, swap_clip_features
+
+__all__ = ["IGNORE", "SequenceBuilder", "build_sequence", "collate", "mask_tokens"]
 
 
 def build_sequence(text_ids, visual_ids, cls_id: int, sep_id: int, bridge_id: int):
@@ -27,43 +33,29 @@ def build_sequence(text_ids, visual_ids, cls_id: int, sep_id: int, bridge_id: in
     return ids + [sep_id], seg + [seg[-1]]
 
 
-def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, mask_prob: float,
-                mask_id: int, text_pool: np.ndarray, visual_vocab: tuple[int, int]):
-    """BERT masking of each row of `ids` ((B, L) or (L,)) at its `maskable` positions -> (corrupted ids,
-    labels with IGNORE elsewhere). Each row gets round(mask_prob x its maskable count) targets, at least
-    one; of these 80% become [MASK], 10% a random token of the position's own modality (`text_pool`, the
-    non-special WordPiece ids, or the visual-word id range `visual_vocab` = [first, end)), 10% stay.
-    Vectorised over the batch: one call per batch, not per sequence."""
-    one = np.ndim(ids) == 1
-    ids, maskable = np.atleast_2d(np.array(ids, np.int64)), np.atleast_2d(maskable)
-    labels = np.full(ids.shape, IGNORE, np.int64)
-    if mask_prob > 0:
-        n = maskable.sum(1)
-        k = np.where(n > 0, np.maximum(1, np.round(n * mask_prob)), 0)
-        rank = np.where(maskable, rng.random(ids.shape), np.inf).argsort(1).argsort(1)
-        chosen = rank < k[:, None]  # k random maskable positions per row
-        labels[chosen] = ids[chosen]
-        roll = rng.random(ids.shape)
-        visual = ids >= visual_vocab[0]
-        swap_visual, swap_text = chosen & (roll >= 0.9) & visual, chosen & (roll >= 0.9) & ~visual
-        ids[chosen & (roll < 0.8)] = mask_id
-        ids[swap_visual] = rng.integers(*visual_vocab, size=int(swap_visual.sum()))
-        ids[swap_text] = text_pool[rng.integers(len(text_pool), size=int(swap_text.sum()))]
-    return (ids[0], labels[0]) if one else (ids, labels)
-
-
 class SequenceBuilder:
     """Turns a stream of decoded videos into a stream of masked training sequences."""
 
     def __init__(self, tokenizer, vocab, max_text_tokens: int = 32, max_visual_words: int = 16,
                  mask_prob: float = 0.15, mix: tuple[float, float, float] = (0.6, 0.2, 0.2),
                  negative_prob: float = 0.5, negatives_buffer: int = 64, max_sentences: int = 1,
-                 max_subsample: int = 1, features: bool = False, hard_negatives: float = 0.0):
+                 max_subsample: int = 1, features: bool = False, hard_negatives: float = 0.0,
+                 visual_split: tuple[float, float, float] = BERT_SPLIT, aligned_targets_only: bool = False,
+                 action_mask_prob: float = 0.0, action_words: list[str] | None = None, future_prob: float = 0.0,
+                 future_clips: int = 2):
         """`vocab`: the visual vocabulary, or None with `features=True` (CBT: clip features go to the
         model; every clip has the one placeholder id `text_vocab_size`). `hard_negatives`: the share of
         misaligned pairs whose clips come from another sentence of the same video (same scene and look, other
         action: only the grounding of the words tells them apart) instead of another video; a repeated step
-        makes a few of them aligned in truth."""
+        makes a few of them aligned in truth.
+        `visual_split`: of the masked visual targets, the shares shown as [MASK], as a random visual word (CBT:
+        another clip's features) and unchanged (BERT: 0.8, 0.1, 0.1). `aligned_targets_only`: misaligned pairs
+        train the alignment head only (their text and clips are no targets: the clips do not show the text).
+        `action_mask_prob`: the share of sequences with text in which every label word (`action_words`: the
+        verbs and nouns, each one WordPiece token) is a [MASK] target, the verb and the noun together.
+        `future_prob`: the share of sentences (after the first of a video) that become a forecasting sequence:
+        `[CLS] [>]` the clips before the sentence, then its first `future_clips` clips as [MASK] targets, and
+        nothing after them."""
         self.tok, self.vocab, self.features = tokenizer, vocab, features
         self.text_vocab_size = tokenizer.vocab_size
         self.max_text, self.max_visual, self.mask_prob = max_text_tokens, max_visual_words, mask_prob
@@ -75,6 +67,18 @@ class SequenceBuilder:
         if not 0.0 <= hard_negatives <= 1.0:
             raise ValueError(f"hard_negatives={hard_negatives}: expected a share in [0, 1]")
         self.hard_negatives = hard_negatives
+        for name, share in (("action_mask_prob", action_mask_prob), ("future_prob", future_prob)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"{name}={share}: expected a share in [0, 1]")
+        if len(visual_split) != 3 or min(visual_split) < 0 or sum(visual_split) <= 0:
+            raise ValueError(f"visual_split={visual_split}: expected three shares ([MASK], random, unchanged) >= 0")
+        if future_prob > 0 and not 1 <= future_clips < max_visual_words:
+            raise ValueError(f"future_clips={future_clips}: expected 1 .. max_visual_words - 1 ({max_visual_words - 1})")
+        if action_mask_prob > 0 and not action_words:
+            raise ValueError("action_mask_prob > 0 needs the label words (action_words: the verbs and nouns)")
+        self.visual_split, self.aligned_targets_only = tuple(visual_split), aligned_targets_only
+        self.action_mask_prob, self.future_prob, self.future_clips = action_mask_prob, future_prob, future_clips
+        self.action_ids = np.asarray([tokenizer.token_id(w) for w in action_words or []], np.int64)
         self.text_pool = np.setdiff1d(np.arange(self.text_vocab_size), list(tokenizer.special_ids))
         visual_size = 1 if features else vocab.size
         self.special = np.zeros(self.text_vocab_size + visual_size, bool)  # id -> never masked
@@ -100,12 +104,30 @@ class SequenceBuilder:
         return ex
 
     def collate(self, examples: list[dict], rng: np.random.Generator) -> dict:
-        """Pad a list of sequences into a batch and mask it (`labels` hold the targets)."""
+        """Pad a list of sequences into a batch and mask it (`labels` hold the targets). Forecasting
+        sequences (`future` > 0) are masked at their last clips only."""
         batch = collate(examples, self.tok.pad_id)
-        ids = batch["input_ids"].numpy()
-        ids, labels = mask_tokens(ids, ~self.special[ids], rng, self.mask_prob, self.tok.mask_id, self.text_pool,
-                                  self.visual_range)
+        original = batch["input_ids"].numpy()
+        future = np.asarray([e.get("future", 0) for e in examples])
+        maskable = ~self.special[original] & (future == 0)[:, None]
+        ids, labels, swapped = corrupt(original, maskable, rng, self.mask_prob, self.tok.mask_id, self.text_pool,
+                                       self.visual_range, self.visual_split)
+        if self.action_mask_prob > 0:
+            rows = rng.random(len(ids)) < self.action_mask_prob
+            force_mask(ids, labels, original, action_positions(original, batch["segment_ids"].numpy(),
+                                                               self.action_ids, rows), self.tok.mask_id)
+        if future.any():
+            ends = batch["attention_mask"].numpy().sum(1) - 1  # each row's [SEP]
+            cols = np.arange(ids.shape[1])[None]
+            force_mask(ids, labels, original, (cols < ends[:, None]) & (cols >= (ends - future)[:, None]),
+                       self.tok.mask_id)
+        if self.aligned_targets_only:
+            labels[batch["align_label"].numpy() == 0] = IGNORE
         batch["input_ids"], batch["labels"] = torch.from_numpy(ids), torch.from_numpy(labels)
+        if "visual_features" in batch:  # CBT: the targets keep each clip's own features
+            feats = batch["visual_targets"] = batch["visual_features"]
+            clips = (original >= self.visual_range[0]) & batch["attention_mask"].numpy()
+            batch["visual_features"] = torch.from_numpy(swap_clip_features(feats.numpy(), swapped, clips, rng))
         return batch
 
     def _groups(self, n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
@@ -113,6 +135,15 @@ class SequenceBuilder:
         sizes = rng.integers(1, self.max_sentences + 1, size=n)
         bounds = np.minimum(np.concatenate([[0], np.cumsum(sizes)]), n)
         return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+    def future_example(self, first: int, end: int, source: tuple) -> dict:
+        """Forecasting: `[CLS] [>]` the clips before clip `first` (the sentence's first), then the sentence's
+        first `future_clips` clips (of `first`..`end`), which `collate` masks; nothing after them."""
+        target = np.arange(first, min(end, first + self.future_clips))
+        context = np.arange(max(0, first - (self.max_visual - len(target))), first)
+        ex = self.example([], np.concatenate([context, target]), IGNORE, source)
+        ex["future"] = len(target)
+        return ex
 
     def video_examples(self, video: dict, rng: np.random.Generator, others: deque):
         """Sequences from one video: `video` has `features` (T, D) and `json` with `sentences`, `clips`.
@@ -130,11 +161,14 @@ class SequenceBuilder:
         modes = rng.choice(3, size=len(groups), p=self.mix)  # drawn per video: one call, not one per sequence
         negative = rng.random(len(groups)) < self.negative_prob
         hard = rng.random(len(groups)) < self.hard_negatives
+        future = rng.random(len(groups)) < self.future_prob
         n_clips = len(mids)
         for g, ((i, j), a, b, rate, mode, neg) in enumerate(zip(groups, lo, hi, rates, modes, negative)):
             text = texts[i] if j == i + 1 else [t for k in range(i, j) for t in texts[k]]
             span = np.arange(a, b)[::rate][: self.max_visual]  # clip indices
-            if mode == 1 or (mode == 0 and len(span) == 0):
+            if future[g] and 0 < a < b:
+                yield self.future_example(a, b, source)
+            elif mode == 1 or (mode == 0 and len(span) == 0):
                 yield self.example(text, [], IGNORE)
             elif mode == 2:
                 start = int(rng.integers(0, max(1, n_clips - (self.max_visual - 1) * rate)))

@@ -348,9 +348,10 @@ class VideoBertDataModule(L.LightningDataModule):
         self.test_data = task = TASKS[self.hparams.test_task](self.tokenizer, self.vocab, truth,
                                                               self.hparams.max_visual_words, features=self.features)
         train_truth = self._paths().get("train_ground_truth")
-        if hasattr(task, "learn_baselines") and train_truth and Path(train_truth).is_file() and self._paths().get("train"):
-            task.learn_baselines((decode_video(s, self.vocab.dim) for s in self._train_samples()),
-                                 json.loads(Path(train_truth).read_text()))
+        train_truth = json.loads(Path(train_truth).read_text()) if train_truth and Path(train_truth).is_file() else None
+        if (hasattr(task, "learn_baselines") and self._paths().get("train") and
+                (train_truth is not None or not getattr(task, "baselines_need_truth", True))):
+            task.learn_baselines((decode_video(s, self._feature_dim) for s in self._train_samples()), train_truth)
         return self._stream("test", self._sets("test"), lambda videos, rng: task(videos),
                             lambda ex, rng: task.collate(ex), "exact", None, self.hparams.seed + 2, 0, StreamState(),
                             shuffle=False)

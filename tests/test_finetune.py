@@ -114,6 +114,7 @@ def test_macro_f1_and_majority_baseline_by_hand():
     assert metrics.examples()[1]["confidence"] == pytest.approx(np.e / (1 + np.e))  # softmax of a one-hot row
     # class 0: tp 2, fp 1, fn 1 -> F1 2/3; class 1: tp 1, fp 1, fn 1 -> F1 1/2
     assert out["acc"] == pytest.approx(3 / 5) and out["macro_f1"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert out["macro_f1_ci_low"] < out["macro_f1"] < out["macro_f1_ci_high"]  # (a bootstrap over the 5 videos)
     # always "negative": class 0 precision 3/5, recall 1 -> F1 3/4; class 1 F1 0
     assert out["majority_acc"] == pytest.approx(3 / 5) and out["majority_macro_f1"] == pytest.approx(3 / 8)
     # the baseline is training's majority, not the test labels': "positive" in training scores 2 of 5 here

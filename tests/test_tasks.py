@@ -106,7 +106,7 @@ def test_results_table_puts_metrics_next_to_baselines():
                "cbt_quickstart": {"zero_shot": {"verb_top5": 1.0, "verb_top5_chance": 0.5}}}
     lines = table(results)
     assert lines[0].startswith("| metric | quickstart | cbt_quickstart |")
-    assert "| zero-shot verb top-5 | 90.0% | 100.0% | 50.0% | 43.3% |" in lines
+    assert "| zero-shot verb top-5, all steps | 90.0% | 100.0% | 50.0% | 43.3% |" in lines
     assert "| retrieval: candidate pool (steps of the test videos) | 220 | - | - | - |" in lines
     assert not any("noun" in line for line in lines)  # rows without any value are left out
 

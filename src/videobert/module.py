@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
 from .losses import pretraining_losses
+from .sequences import IGNORE
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
 from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
@@ -48,6 +49,7 @@ class VideoBertModule(L.LightningModule):
         self.loss_weights.update(loss_weights or {})
         self.model: VideoBert | None = None
         self.evaluator: nn.Module | None = None  # the test task's metrics, from the DataModule
+        self.align_records: list[tuple[str, float, int]] = []  # validation's labelled pairs (see on_validation_epoch_start)
         if text_vocab_size is not None and visual_vocab_size is not None:
             self._build()  # e.g. in load_from_checkpoint, where the sizes come from the saved hparams
 
@@ -131,7 +133,13 @@ class VideoBertModule(L.LightningModule):
                 self.log(f"{stage}/{name}_acc", metric, batch_size=n)
         if stage == "val" and preds["align"][1].numel():
             self._log_alignment(*preds["align"], n)
+            keys = [k for k, has in zip(batch.get("keys", []), (batch["align_label"] != IGNORE).tolist()) if has]
+            if len(keys) == len(preds["align"][1]):  # (for intervals over videos: `videobert report`)
+                self.align_records += zip(keys, preds["align"][2].tolist(), preds["align"][1].tolist())
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.align_records: list[tuple[str, float, int]] = []  # (video of the text, p(aligned), label) per pair
 
     def _log_alignment(self, pred: torch.Tensor, target: torch.Tensor, p_aligned: torch.Tensor, n: int) -> None:
         m = self.align_metrics

@@ -81,7 +81,7 @@ def publish_test(module, task: str, evaluator, results: dict) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{task}_results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
     module.log_dict({f"test/{task}/{k}": v for k, v in results.items()})
-    rank_zero_info(f"{task} on held-out videos:\n" + summary(results))
+    rank_zero_info(f"{task} on held-out videos:\n" + getattr(evaluator, "summary", summary)(results))
     return results
 
 

@@ -129,24 +129,38 @@ def _meteor_score(java: str, gts: dict, res: dict) -> float:
                            f"`{java} -version` works") from err
 
 
-def caption_scores(references: list[str], predictions: list[str]) -> dict[str, float]:
+def caption_scores(references: list[str], predictions: list[str], videos: list[str] | None = None,
+                   draws: int = 100) -> dict[str, float]:
     """BLEU-4, METEOR, ROUGE-L and CIDEr-D (pycocoevalcap, the COCO caption evaluation) of one prediction per
-    reference, both PTB-tokenised as COCO does. Without Java, METEOR is missing and a warning says why."""
+    reference, both PTB-tokenised as COCO does. Without Java, METEOR is missing and a warning says why.
+    `videos` (the video of each segment): each figure's 95% interval too (`<metric>_ci_low` / `_ci_high`), a
+    percentile bootstrap over the videos with every figure recomputed on each of `draws` resamples."""
     if len(references) != len(predictions) or not references:
         raise ValueError(f"caption_scores: {len(references)} references for {len(predictions)} predictions")
+    refs, preds = [ptb_tokenize(r) for r in references], [ptb_tokenize(p) for p in predictions]
+    java, why = find_java()
+    scores = _scores(refs, preds, java)
+    if java is None:
+        log.warning("captioning: METEOR not computed: %s", why)
+    if videos is not None:
+        from ..stats import bootstrap_groups
+
+        for metric in list(scores):
+            scores[f"{metric}_ci_low"], scores[f"{metric}_ci_high"] = bootstrap_groups(
+                videos, lambda idx: _scores([refs[i] for i in idx], [preds[i] for i in idx], java, metric)[metric],
+                draws=draws)
+    return scores
+
+
+def _scores(refs: list[str], preds: list[str], java: str | None, only: str | None = None) -> dict[str, float]:
+    """The scorers on tokenised captions (`only`: that metric alone)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    gts = {i: [ptb_tokenize(r)] for i, r in enumerate(references)}
-    res = {i: [ptb_tokenize(p)] for i, p in enumerate(predictions)}
-    java, why = find_java()
+    gts, res = {i: [r] for i, r in enumerate(refs)}, {i: [p] for i, p in enumerate(preds)}
+    scorers = {"bleu4": lambda: Bleu(4).compute_score(gts, res)[0][3],
+               "meteor": (lambda: _meteor_score(java, gts, res)) if java is not None else None,
+               "rouge_l": lambda: Rouge().compute_score(gts, res)[0], "cider": lambda: Cider().compute_score(gts, res)[0]}
     with contextlib.redirect_stdout(io.StringIO()):  # (the scorers print their progress)
-        scores = {"bleu4": float(Bleu(4).compute_score(gts, res)[0][3])}
-        if java is not None:
-            scores["meteor"] = _meteor_score(java, gts, res)
-        scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
-        scores["cider"] = float(Cider().compute_score(gts, res)[0])
-    if java is None:
-        log.warning("captioning: METEOR not computed: %s", why)
-    return scores
+        return {k: float(fn()) for k, fn in scorers.items() if fn is not None and only in (None, k)}

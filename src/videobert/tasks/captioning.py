@@ -160,7 +160,8 @@ class CaptioningMetrics(nn.Module):
             raise RuntimeError("captioning got no segments: check the test shards (sentences with clips)")
         self._examples = rows[: self.num_examples]
         # (every rank holds all rows; one rank runs the scorers: one METEOR JVM per node, not one per GPU)
-        scores = on_rank_zero(caption_scores, [r["reference"] for r in rows], [r["generated"] for r in rows])
+        scores = on_rank_zero(caption_scores, [r["reference"] for r in rows], [r["generated"] for r in rows],
+                              [r["video"] for r in rows])
         return {**scores, "segments": float(len(rows))}
 
     def examples(self) -> list[dict]:

@@ -21,6 +21,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from ..sequences import IGNORE, build_sequence, collate
+from ..stats import bootstrap_confusion, macro_f1
 from ..thumbnails import clips_of, spread
 from .steps import clip_mids, clip_token_ids, step_clips, video_key
 
@@ -163,11 +164,13 @@ class SentimentMetrics(nn.Module):
         """The first videos of this rank: some of their clips, true and predicted label, its probability."""
         return self.rows
 
-    RATES = {"acc": "videos"}
-
     def compute(self, model=None) -> dict[str, float]:
-        support = self.confusion.compute().sum(1).double()
+        confusion = self.confusion.compute()
+        support = confusion.sum(1).double()
         out = {"acc": float(self.acc.compute()), "macro_f1": float(self.f1.compute()), "videos": float(support.sum())}
+        # (one item per video: resampling the videos is resampling the confusion matrix's cells)
+        if out["videos"]:
+            out["macro_f1_ci_low"], out["macro_f1_ci_high"] = bootstrap_confusion(confusion.cpu().numpy(), macro_f1)
         if self.majority is not None:
             share = float(support[self.majority] / support.sum().clamp_min(1))  # (how often it is right here)
             # always that label: F1 2p/(1+p) on its class (precision p, recall 1; 0 if p = 0), 0 on the others

@@ -161,7 +161,7 @@ class SequenceBuilder:
         modes = rng.choice(3, size=len(groups), p=self.mix)  # drawn per video: one call, not one per sequence
         negative = rng.random(len(groups)) < self.negative_prob
         hard = rng.random(len(groups)) < self.hard_negatives
-        future = rng.random(len(groups)) < self.future_prob
+        future = rng.random(len(groups)) < self.future_prob if self.future_prob else np.zeros(len(groups), bool)
         n_clips = len(mids)
         for g, ((i, j), a, b, rate, mode, neg) in enumerate(zip(groups, lo, hi, rates, modes, negative)):
             text = texts[i] if j == i + 1 else [t for k in range(i, j) for t in texts[k]]

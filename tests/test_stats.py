@@ -52,7 +52,7 @@ def test_report_cells_carry_interval_and_n():
                         {"verb_top1": "steps", "verb_top1_majority": "steps"})
     lines = table({"quickstart": {"zero_shot": zs}})
     (lo, hi), (blo, bhi) = ((100 * v for v in wilson(k, 200)) for k in (150, 40))
-    assert (f"| zero-shot verb top-1 (baseline: the training majority verb) | 75.0% [{lo:.1f}, {hi:.1f}] n=200 | "
+    assert (f"| zero-shot verb top-1, all steps (baseline: the training majority verb) | 75.0% [{lo:.1f}, {hi:.1f}] n=200 | "
             f"20.0% [{blo:.1f}, {bhi:.1f}] n=200 | - |") in lines
 
 
@@ -179,6 +179,9 @@ def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(sp.time, "time", lambda: next(clock))
     monkeypatch.setattr(sp, "_run", fake_fit)
     monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.5 + 0.1 * seed_of(args)})
+    aligned = []  # (alignment is measured on each run's own build: its cache and corpus seed)
+    monkeypatch.setattr(sp, "_alignment", lambda exp, ckpt, args: aligned.append((exp, ckpt, args)) or
+                        {"align_balanced_acc": 0.8, "align_auroc": 0.9})
     root = tmp_path / "spread"
     root.mkdir()
     (root / "spread.json").write_text('{"date": "2026-01-01"}')  # (not a record: stop before any fit)
@@ -198,6 +201,8 @@ def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
     assert record["summary"]["cbt_quickstart"]["verb_top1"]["std"] == 0.0
     assert [r.get("seconds") for r in record["runs"]] == [None, 30, 30, 30, 30, 30]
     assert "(2 min for the 5 runs timed)" in sp.spread_table(record)
+    assert record["summary"]["cbt_quickstart"]["align_balanced_acc"]["mean"] == 0.8 and len(aligned) == 8
+    assert "--data.init_args.cache_dir=data/quickstart" in aligned[0][2]
 
 
 def test_text_to_video_depicts_by_hand():
@@ -227,7 +232,7 @@ def test_zero_shot_majority_baseline_comes_from_training_steps():
     from videobert.tasks.zero_shot import ZeroShotData, ZeroShotMetrics
 
     data = ZeroShotData.__new__(ZeroShotData)  # (only the label vocabularies matter here)
-    data.verbs, data.nouns = ["cut", "stir"], ["egg", "fish"]
+    data.verbs, data.nouns, data.features = ["cut", "stir"], ["egg", "fish"], True  # (CBT: no lookup)
     train = {"videos": {"a": {"steps": [{"verb": "stir", "noun": "fish"}, {"verb": None, "noun": None},
                                         {"verb": "stir", "noun": "egg"}, {"verb": "cut", "noun": "fish"}]}}}
     data.learn_baselines(iter(()), train)

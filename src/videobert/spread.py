@@ -2,7 +2,8 @@
 
 Trains each quickstart experiment with every training seed on every corpus build — the training seed changes initial weights, masking and stream order; the corpus
 seed changes every video and caption, hence the tokenizer and the visual vocabulary — evaluates the
-zero-shot task on each build's own held-out videos, and writes every run's figures plus, per figure,
+zero-shot task and the alignment head (unmasked test-video pairs, as `videobert report` scores it) on each
+build's own held-out videos, and writes every run's figures plus, per figure,
 mean, standard deviation and range over all runs, over the seeds and over the builds, to
 `runs/spread/spread.json`; `videobert report` puts that table into docs/results.md. A difference between
 two builds of the code smaller than this spread is noise.
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 EXPERIMENTS = ("quickstart", "factorised_quickstart", "cbt_quickstart")
-FIGURES = ("verb_top1", "noun_top1", "verb_top1_unseen_pairs", "noun_top1_unseen_pairs")  # of test/zero_shot
+FIGURES = ("verb_top1", "noun_top1", "verb_top1_seen_pairs", "noun_top1_seen_pairs", "verb_top1_unseen_pairs",
+           "noun_top1_unseen_pairs", "align_balanced_acc", "align_auroc")  # zero-shot; alignment on test-video pairs
 
 
 def run_args(experiment: str, corpus_seed: int, seed: int, root: str) -> list[str]:
@@ -42,6 +44,15 @@ def _zero_shot(args: list[str], ckpt: Path, out: Path) -> dict[str, float]:
     _run("test", [*args, f"--ckpt_path={ckpt}", "--trainer.logger=false", "--trainer.callbacks=[]",
                   f"--trainer.default_root_dir={out}"])
     return json.loads(next(out.glob("*/zero_shot_results.json")).read_text())
+
+
+def _alignment(experiment: str, ckpt: Path, args: list[str]) -> dict[str, float]:
+    """Balanced accuracy and AUROC of the alignment head on the run's own build's test-video pairs."""
+    from .report import alignment_on_test_videos
+
+    keep = [a for a in args if a.startswith(("--data.init_args.corpus_seed", "--data.init_args.cache_dir"))]
+    got = alignment_on_test_videos(experiment, ckpt, tuple(keep))
+    return {f"align_{k}": got[k] for k in ("balanced_acc", "auroc")}
 
 
 def _stats(x: np.ndarray) -> dict[str, float]:
@@ -88,6 +99,7 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
             folder = Path(f"{root}/{exp}-c{corpus_seed}-s{seed}")
             ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
             results = _zero_shot(args, ckpt, folder / "test")
+            results.update(_alignment(exp, ckpt, args))
             runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results,
                          "seconds": round(time.time() - start), "date": time.strftime("%Y-%m-%d")})
             print(f"spread: {exp} corpus {corpus_seed} seed {seed}: " +

@@ -59,13 +59,14 @@ def test_report_cells_carry_interval_and_n():
 def test_report_measures_alignment_on_test_video_pairs(pretrained, quickstart_cache, tmp_path):
     from data_modules import QuickstartDataModule
     from tests.conftest import tiny_data_args
+    from videobert.cli import lightning_main
     from videobert.report import alignment_on_test_videos, table
     from videobert.stats import Z95, wilson
 
     args = {k: v for k, v in tiny_data_args(quickstart_cache).items() if k != "val_batches"}  # (one whole pass)
     model = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64"]
     data = [f"--data.init_args.{k}={v}" for k, v in args.items()]
-    got = alignment_on_test_videos("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
+    got = alignment_on_test_videos(lightning_main, "quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
     n1, n0 = got["aligned_pairs"], got["misaligned_pairs"]
     assert n1 + n0 == got["pairs"] >= 4 and min(n1, n0) >= 1
     assert got["balanced_acc"] == pytest.approx((got["aligned_recall"] + got["misaligned_recall"]) / 2, abs=1e-6)

@@ -82,30 +82,29 @@ NOTES = [  # what each task's best trivial answer is, and whether a model can be
     "narration can name it); `depicts` counts a word that shows the step's verb and noun."]
 
 
-def _run(subcommand: str, args: list[str]):
-    """One `videobert <subcommand>` in this process, its W&B run closed as the shell would."""
+def _run(cli_main, subcommand: str, args: list[str]):
+    """One `videobert <subcommand>` in this process, its W&B run closed as the shell would. `cli_main`: the
+    command line's `lightning_main` (passed in: the command line imports this module, not the reverse)."""
     import wandb
 
-    from .cli import lightning_main
-
-    cli = lightning_main([subcommand, *args])
+    cli = cli_main([subcommand, *args])
     wandb.finish()
     return cli
 
 
-def _test(args: list[str], task: str) -> dict[str, float]:
+def _test(cli_main, args: list[str], task: str) -> dict[str, float]:
     """`videobert test` (no logger, no callbacks): its `test/<task>/...` metrics."""
-    cli = _run("test", [*args, "--trainer.logger=false", "--trainer.callbacks=[]"])
+    cli = _run(cli_main, "test", [*args, "--trainer.logger=false", "--trainer.callbacks=[]"])
     prefix = f"test/{task}/"
     return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
-def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
-    return _test(["--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
+def evaluate(cli_main, experiment: str, task: str, ckpt: Path) -> dict[str, float]:
+    return _test(cli_main, ["--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
                   f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], task)
 
 
-def alignment_on_test_videos(experiment: str, ckpt: Path, overrides: tuple[str, ...] = ()) -> dict[str, float]:
+def alignment_on_test_videos(cli_main, experiment: str, ckpt: Path, overrides: tuple[str, ...] = ()) -> dict[str, float]:
     """The alignment head on pairs of the held-out test videos, drawn as validation draws them (`videobert
     validate` with `data.val_split=test`, one pass): balanced accuracy, AUROC, the aligned share, both recalls
     (Wilson intervals) and n, the labelled pairs. The balanced accuracy's 95% interval is Agresti and Caffo's
@@ -114,7 +113,7 @@ def alignment_on_test_videos(experiment: str, ckpt: Path, overrides: tuple[str, 
     bootstrap over videos would be."""
     from .stats import Z95, wilson
 
-    cli = _run("validate", ["--config", f"experiments/{experiment}.yaml", f"--ckpt_path={ckpt}",
+    cli = _run(cli_main, "validate", ["--config", f"experiments/{experiment}.yaml", f"--ckpt_path={ckpt}",
                             "--data.init_args.val_split=test", "--data.init_args.val_batches=null",
                             "--trainer.limit_val_batches=1.0", "--trainer.enable_progress_bar=false",
                             "--trainer.logger=false", "--trainer.callbacks=[]", *overrides])
@@ -138,14 +137,14 @@ def alignment_on_test_videos(experiment: str, ckpt: Path, overrides: tuple[str, 
     return out
 
 
-def finetune(name: str, pretrained: Path) -> dict[str, float]:
+def finetune(cli_main, name: str, pretrained: Path) -> dict[str, float]:
     """Fine-tune `pretrained` with the yamls of FINETUNES[name] (a run of its own), then test it."""
     stack = [arg for yaml in FINETUNES[name] for arg in ("--config", f"experiments/finetune/{yaml}")]
     args = ["--config", "experiments/quickstart.yaml", *stack, f"--model.init_args.pretrained={pretrained}",
             "--trainer.enable_progress_bar=false"]
-    fit = _run("fit", args)
+    fit = _run(cli_main, "fit", args)
     ckpt = Path(fit.trainer.default_root_dir) / "checkpoints/last.ckpt"
-    return _test([*args, f"--ckpt_path={ckpt}"], name.split("_")[0])
+    return _test(cli_main, [*args, f"--ckpt_path={ckpt}"], name.split("_")[0])
 
 
 def _fmt(value: float, metric: str) -> str:
@@ -219,19 +218,20 @@ def figure_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[dict]:
     return rows
 
 
-def report(out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
-    """Evaluate every task on each experiment's last checkpoint and write the table to `out`."""
+def report(cli_main, out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
+    """Evaluate every task on each experiment's last checkpoint (with `cli_main`, the command line's
+    `lightning_main`) and write the table to `out`."""
     results, missing = {}, []
     for exp in experiments or list(TASKS):
         ckpt = Path(f"runs/{exp}/latest/checkpoints/last.ckpt")
         if not ckpt.exists():
             missing.append(str(ckpt))
             continue
-        results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
+        results[exp] = {task: evaluate(cli_main, exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
         if exp in TASKS:  # (the built-in corpus's experiments: their DataModule can validate on the test split)
-            results[exp]["alignment"] = alignment_on_test_videos(exp, ckpt)
+            results[exp]["alignment"] = alignment_on_test_videos(cli_main, exp, ckpt)
         if exp == "quickstart":
-            results[exp].update({name: finetune(name, ckpt) for name in FINETUNES})
+            results[exp].update({name: finetune(cli_main, name, ckpt) for name in FINETUNES})
     if not results:
         raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
     text = ["# Results on the built-in corpus", "",

@@ -8,7 +8,8 @@
     vb.visual_words(video)                                    # (clips,) one visual word per 1.5 s clip
     vb.embed_video(video) @ vb.embed_text("stir the egg")     # similarity of (hidden,) unit vectors
     vb.classify(video, ["stir", "cut"], ["egg", "fish"])      # verb, noun per window of clips
-    vb.caption(video)   # a sentence per 3 clips: only for the export of a captioning fine-tune (it has the decoder)
+    # the export of a captioning fine-tune (experiments/finetune/captioning.yaml) adds a decoder:
+    VideoBertPipeline.from_pretrained("models/videobert-captioner").caption(video)   # a sentence per 3 clips
 
 A video goes through the extractor the model was trained with (`extractor.json` of the export, recorded by
 the feature stage): the same decoding, clips and float16 rounding as `videobert data features`, so the

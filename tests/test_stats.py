@@ -240,3 +240,14 @@ def test_zero_shot_majority_baseline_comes_from_training_steps():
     metrics.steps.update(4.0)
     out = metrics.compute()
     assert out["verb_top1_majority"] == 0.25 and out["noun_top1_majority"] == 0.5  # not the test mode's 0.75
+
+
+def test_report_keeps_the_hand_written_notes(tmp_path):
+    from videobert.report import NOTES_MARK, kept_notes
+
+    out = tmp_path / "results.md"
+    assert kept_notes(out) == []  # (no earlier report)
+    out.write_text(f"# generated table\n\n{NOTES_MARK}\n\n## How the figures were measured\n\ntext\n\n")
+    assert kept_notes(out) == ["", f"{NOTES_MARK}\n\n## How the figures were measured\n\ntext"]
+    out.write_text("# generated table only\n")
+    assert kept_notes(out) == []

@@ -82,6 +82,15 @@ NOTES = [  # what each task's best trivial answer is, and whether a model can be
     "narration can name it); `depicts` counts a word that shows the step's verb and noun."]
 
 
+NOTES_MARK = "<!-- Written by hand from here on: `videobert report` keeps this part. -->"
+
+
+def kept_notes(path: Path) -> list[str]:
+    """The hand-written part of an earlier report at `path` (from NOTES_MARK on), which a new report keeps."""
+    text = path.read_text() if path.is_file() else ""
+    return ["", text[text.index(NOTES_MARK):].rstrip("\n")] if NOTES_MARK in text else []
+
+
 def _run(cli_main, subcommand: str, args: list[str]):
     """One `videobert <subcommand>` in this process, its W&B run closed as the shell would. `cli_main`: the
     command line's `lightning_main` (passed in: the command line imports this module, not the reverse)."""
@@ -261,13 +270,14 @@ def report(cli_main, out: str = "docs/results.md", experiments: list[str] | None
 
         text += ["", "## Spread over training seeds and corpus builds", "", spread_table(json.loads(spread_file.read_text()))]
     else:
-        text += ["", "No spread over seeds and corpus builds measured with this build (`make spread`)."]
+        text += ["", "No spread over training seeds and corpus seeds measured yet (`make spread`)."]
     if "captioning" in results.get("quickstart", {}) and "meteor" not in results["quickstart"]["captioning"]:
         from .tasks.caption_metrics import find_java
 
         text.append(f"Captioning METEOR not computed: {find_java()[1]}.")
     if missing:
         text.append(f"Not evaluated (no checkpoint): {', '.join(missing)}.")
+    text += kept_notes(Path(out))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(text) + "\n")
     log_to_wandb(results, Path(out))

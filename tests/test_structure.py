@@ -7,6 +7,8 @@ with `ast`, function-local imports included: a lazy import still ties two module
 from __future__ import annotations
 
 import ast
+import fnmatch
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +131,36 @@ def test_library_does_not_import_data_modules():
                  for module, targets in graph.items() if module.startswith("videobert") and module != ENTRY_POINT}
     offenders = {m: t for m, t in offenders.items() if t}
     assert not offenders, f"library modules that import data_modules (it sits above the library): {offenders}"
+
+
+def documented_layers(text: str) -> list[list[str]]:
+    """The layers docs/architecture.md draws under "## Layers", top first: each a list of module patterns
+    (`videobert.api`, `videobert.tasks.*`, `data_modules.*`). Parenthesised remarks are left out."""
+    block = text[text.index("## Layers"):]
+    block = block[block.index("```\n") + 4:]
+    layers = []
+    for line in block[:block.index("```")].splitlines():
+        line = re.sub(r"\([^)]*\)?", "", line)  # (a remark, possibly running onto the next line)
+        head, names = line[:31].strip("│▼ "), [n.strip() for n in re.split(r"[,;]", line[31:]) if n.strip()]
+        if head.startswith(("videobert.cli", "data_modules")):  # (the command line; the DataModules)
+            layers.append([head.split()[0].rstrip("/") + ("*" if head.startswith("data_modules") else "")])
+        elif head:  # a layer of src/videobert, then lines that continue its list
+            layers.append([])
+        if not head.startswith(("videobert.cli", "data_modules")):
+            layers[-1] += [f"videobert.{n.replace('/', '.')}" for n in names if re.fullmatch(r"[\w/*]+", n)]
+    return layers
+
+
+def test_architecture_doc_draws_the_layers_as_they_are():
+    graph = import_graph(PACKAGES)
+    layers = documented_layers((ROOT / "docs" / "architecture.md").read_text())
+
+    def layer(module: str) -> int:
+        found = [i for i, names in enumerate(layers) for n in names
+                 if fnmatch.fnmatch(module, n) or fnmatch.fnmatch(module + ".", n)]  # (`tasks.*`: also the package)
+        assert found, f"{module} is in no layer of docs/architecture.md"
+        return found[0]
+
+    upward = [f"{m} -> {t}" for m, targets in graph.items() if m != "videobert" for t in targets
+              if t != "videobert" and layer(t) < layer(m)]
+    assert not upward, f"imports against docs/architecture.md's layers: {upward}"

@@ -3,6 +3,7 @@ from setuptools import find_packages, setup
 setup(
     name="videobert",
     version="0.1.0",
+    license="Apache-2.0",
     description="Pretrain and evaluate VideoBERT-style video-language transformers (Lightning, WebDataset, W&B)",
     package_dir={"": "src", "data_modules": "data_modules"},
     packages=find_packages("src") + ["data_modules"],

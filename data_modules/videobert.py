@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
-from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, worker_batches
+from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, shard_urls, worker_batches
 from videobert.tasks import TASKS
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
@@ -72,19 +72,6 @@ def decode_video(sample: dict, dim: int | None = None) -> dict:
     if dim is not None and features.shape[1] != dim:
         raise ValueError(f"{where}: feature dimension {features.shape[1]}, the visual vocabulary expects {dim}")
     return {"__key__": sample["__key__"], "__url__": sample.get("__url__", "?"), "features": features, "json": meta}
-
-
-def _urls(spec: str) -> list[str]:
-    """A folder (all its .tar files) or a webdataset URL pattern (brace expansion, `pipe:` commands)."""
-    path = Path(spec)
-    if path.is_dir():
-        urls = sorted(str(p) for p in path.glob("*.tar"))
-        if not urls:
-            raise FileNotFoundError(f"{spec}: no .tar shards")
-        return urls
-    if not any(c in spec for c in "{:") and not path.exists():
-        raise FileNotFoundError(f"{spec}: no such shard folder or file")
-    return list(wds.shardlists.expand_urls(spec))
 
 
 def _shard_name(url: str) -> str:
@@ -212,7 +199,7 @@ class VideoBertDataModule(L.LightningDataModule):
 
     def _train_samples(self):
         """Every training sample's tar members (all shards, whatever the rank): training-data baselines."""
-        urls = [u for s in self._shard_sets("train") for u in _urls(s.urls)]
+        urls = [u for s in self._shard_sets("train") for u in shard_urls(s.urls)]
         yield from wds.tarfile_to_samples()({"url": u} for u in urls)
 
     def _train_metas(self):
@@ -222,7 +209,7 @@ class VideoBertDataModule(L.LightningDataModule):
         """The clip-feature dimension, read from the first sample of the first configured split."""
         for name in ("train", "val", "test"):
             if self._paths()[name] is not None:  # (the first shard only: no index needed)
-                first = _urls(self._shard_sets(name)[0].urls)[0]
+                first = shard_urls(self._shard_sets(name)[0].urls)[0]
                 for sample in wds.tarfile_to_samples()([{"url": first}]):
                     return int(decode_video(sample)["features"].shape[1])
         raise ValueError("data: no shards to read the clip-feature dimension from")
@@ -262,7 +249,7 @@ class VideoBertDataModule(L.LightningDataModule):
         unit = getattr(TASKS[self.hparams.task], "unit", "sentences") if self.hparams.task else "sentences"
         resolved = []
         for s in self._shard_sets(name):
-            urls = _urls(s.urls)
+            urls = shard_urls(s.urls)
             resolved.append((urls, shard_sequences(s, urls, unit), s.weight))
         return resolved
 

@@ -115,3 +115,18 @@ def test_api_bad_input_is_a_clear_error(exported, tmp_path):
 def test_api_imports_without_lightning():
     code = "import sys, videobert.api; assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def test_readme_python_example_runs_on_a_corpus_video(exported, quickstart_cache, capsys):
+    """The README's Python API example, as written, on this test's export and corpus (its paths swapped)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API"):]
+    export_cmd = section[section.index("videobert export"):].split("\n", 1)[0]
+    code = section[section.index("```python\n") + 10:]
+    code = code[:code.index("```")]
+    assert "--out models/videobert-quickstart" in export_cmd and '"models/videobert-quickstart"' in code
+    assert '"data/quickstart/corpus/test/test00000.mp4"' in code  # (a video the quickstart builds)
+    code = code.replace("models/videobert-quickstart", str(exported)).replace("data/quickstart", str(quickstart_cache))
+    exec(compile(code, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 4 and printed[2] in ("cut", "stir", "peel")

@@ -114,13 +114,13 @@ def test_checkpoint_of_another_vocabulary_is_a_clear_error(quickstart_cache, tmp
 
 def test_bad_data_settings_are_clear_errors(quickstart_cache, tmp_path):
     from data_modules import QuickstartDataModule
-    from data_modules.videobert import _urls
+    from videobert.streaming import shard_urls
 
     args = {**tiny_data_args(quickstart_cache), "train_videos": 99}
     with pytest.raises(ValueError, match="built with other settings .*train_videos"):
         QuickstartDataModule(**args).prepare_data()
     with pytest.raises(FileNotFoundError, match="no-such-folder"):
-        _urls(str(tmp_path / "no-such-folder"))
+        shard_urls(str(tmp_path / "no-such-folder"))
     with pytest.raises(ValueError, match="unknown losses \\['mvm'\\]"):
         VideoBertModule(loss_weights={"mvm": 0.1})
 

@@ -59,13 +59,14 @@ def test_report_cells_carry_interval_and_n():
 def test_report_measures_alignment_on_test_video_pairs(pretrained, quickstart_cache, tmp_path):
     from data_modules import QuickstartDataModule
     from tests.conftest import tiny_data_args
+    from videobert.cli import lightning_main
     from videobert.report import alignment_on_test_videos, table
     from videobert.stats import Z95, wilson
 
     args = {k: v for k, v in tiny_data_args(quickstart_cache).items() if k != "val_batches"}  # (one whole pass)
     model = ["--model.hidden_size=32", "--model.num_layers=2", "--model.num_heads=2", "--model.intermediate_size=64"]
     data = [f"--data.init_args.{k}={v}" for k, v in args.items()]
-    got = alignment_on_test_videos("quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
+    got = alignment_on_test_videos(lightning_main, "quickstart", pretrained, (*model, *data, f"--trainer.default_root_dir={tmp_path}"))
     n1, n0 = got["aligned_pairs"], got["misaligned_pairs"]
     assert n1 + n0 == got["pairs"] >= 4 and min(n1, n0) >= 1
     assert got["balanced_acc"] == pytest.approx((got["aligned_recall"] + got["misaligned_recall"]) / 2, abs=1e-6)
@@ -180,20 +181,20 @@ def test_spread_of_one_experiment_keeps_the_others_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(sp, "_run", fake_fit)
     monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.5 + 0.1 * seed_of(args)})
     aligned = []  # (alignment is measured on each run's own build: its cache and corpus seed)
-    monkeypatch.setattr(sp, "_alignment", lambda exp, ckpt, args: aligned.append((exp, ckpt, args)) or
+    monkeypatch.setattr(sp, "_alignment", lambda cli_main, exp, ckpt, args: aligned.append((exp, ckpt, args)) or
                         {"align_balanced_acc": 0.8, "align_auroc": 0.9})
     root = tmp_path / "spread"
     root.mkdir()
     (root / "spread.json").write_text('{"date": "2026-01-01"}')  # (not a record: stop before any fit)
     with pytest.raises(ValueError, match="not a spread record"):
-        sp.spread([0], [0], ["quickstart"], str(root))
+        sp.spread(None, [0], [0], ["quickstart"], str(root))
     (root / "spread.json").unlink()
-    sp.spread([0, 1], [0], ["quickstart", "cbt_quickstart"], str(root))
+    sp.spread(None, [0, 1], [0], ["quickstart", "cbt_quickstart"], str(root))
     old = json.loads((root / "spread.json").read_text())
     old["runs"][0].pop("seconds")  # (a run of an older record, not timed)
     (root / "spread.json").write_text(json.dumps(old))
     monkeypatch.setattr(sp, "_zero_shot", lambda args, ckpt, out: {"verb_top1": 0.9})
-    record = json.loads(sp.spread([0, 1], [0], ["cbt_quickstart", "factorised_quickstart"], str(root)).read_text())
+    record = json.loads(sp.spread(None, [0, 1], [0], ["cbt_quickstart", "factorised_quickstart"], str(root)).read_text())
     assert [(r["experiment"], r["seed"], r["results"]["verb_top1"]) for r in record["runs"]] == [
         ("quickstart", 0, 0.5), ("quickstart", 1, pytest.approx(0.6)), ("factorised_quickstart", 0, 0.9),
         ("factorised_quickstart", 1, 0.9), ("cbt_quickstart", 0, 0.9), ("cbt_quickstart", 1, 0.9)]
@@ -244,3 +245,14 @@ def test_zero_shot_majority_baseline_comes_from_training_steps():
     metrics.steps.update(4.0)
     out = metrics.compute()
     assert out["verb_top1_majority"] == 0.25 and out["noun_top1_majority"] == 0.5  # not the test mode's 0.75
+
+
+def test_report_keeps_the_hand_written_notes(tmp_path):
+    from videobert.report import NOTES_MARK, kept_notes
+
+    out = tmp_path / "results.md"
+    assert kept_notes(out) == []  # (no earlier report)
+    out.write_text(f"# generated table\n\n{NOTES_MARK}\n\n## How the figures were measured\n\ntext\n\n")
+    assert kept_notes(out) == ["", f"{NOTES_MARK}\n\n## How the figures were measured\n\ntext"]
+    out.write_text("# generated table only\n")
+    assert kept_notes(out) == []

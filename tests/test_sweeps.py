@@ -105,14 +105,14 @@ def check_run(record: dict, params: dict) -> None:
 
 @pytest.fixture(scope="module")
 def workdir(quickstart_cache, tmp_path_factory):
-    """A folder to run the agent's command lines in: `experiments/` from the repo and, for every cache folder
-    a sweep names, the tiny corpus (corpus, shards, features, tokenizer) without its visual vocabulary, so
-    the first run of a setting builds its own vocabulary, as on a user's machine seeded the same way."""
+    """A folder to run the agent's command lines in: `experiments/` from the repo and, in the quickstart's cache
+    folder (and any other a sweep names), the tiny corpus (corpus, shards, features, tokenizer) without its
+    visual vocabulary, so the first run of a setting fits its own vocabulary, as on a user's machine."""
     work = tmp_path_factory.mktemp("sweep")
     (work / "experiments").symlink_to(ROOT / "experiments")
     caches = {v["cache_dir"] for p in SWEEPS for spec in load(p)["parameters"].values() for v in spec.get("values", [])
               if isinstance(v, dict) and "cache_dir" in v}
-    for cache in caches:
+    for cache in caches | {"data/quickstart"}:
         for part in ("corpus", "shards", "features", "tokenizer"):
             shutil.copytree(quickstart_cache / part, work / cache / part)
     return work

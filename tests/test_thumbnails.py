@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from videobert.tasks.figures import GAP, HEADER, TEXT_WIDTH, THUMB, publish_examples
-from videobert.thumbnails import Clip, ThumbnailSource, nearest_per_word, read_feature_shards, visual_words_figure
+from videobert.thumbnails import Clip, ThumbnailSource
 from videobert.video import iter_clips
+from videobert.visual_words import nearest_per_word, read_feature_shards, visual_words_figure
 
 from .test_ddp import clean_env
 
@@ -144,7 +145,7 @@ def test_whole_set_tasks_on_two_ranks_equal_one_process(tiny, tmp_path):
 
 def test_visual_words_from_the_datamodule_at_the_end_of_a_run(tiny, tmp_path):
     from data_modules import VideoBertDataModule
-    from videobert.thumbnails import publish_visual_words
+    from videobert.visual_words import publish_visual_words
 
     args = dict(test_shards=str(tiny / "features"), tokenizer=str(tiny / "tokenizer/vocab.txt"),
                 visual_vocab=str(tiny / "visual_vocab.npz"))
@@ -162,7 +163,7 @@ def test_visual_words_from_the_datamodule_at_the_end_of_a_run(tiny, tmp_path):
 
 def test_visual_words_read_the_test_split_as_the_stream_resolves_it(tiny, tmp_path, caplog):
     from data_modules import VideoBertDataModule
-    from videobert.thumbnails import local_test_shards, publish_visual_words
+    from videobert.visual_words import local_test_shards, publish_visual_words
 
     tars = _features(tiny)
     first, last = (t.stem.rsplit("-", 1)[1] for t in (tars[0], tars[1]))

@@ -2,11 +2,14 @@
 
     from videobert.api import VideoBertPipeline
 
-    vb = VideoBertPipeline.from_pretrained("runs/quickstart/export")
-    vb.visual_words("cooking.avi")              # (clips,) one visual word per 1.5 s clip
-    vb.embed_video("cooking.avi"), vb.embed_text("stir the egg")   # (hidden,) each
-    vb.classify("cooking.avi", ["stir", "cut"], ["egg", "fish"])    # verb, noun per window of clips
-    vb.caption("cooking.avi")                   # a sentence per 3 clips (an export of a captioning checkpoint)
+    # videobert export --ckpt_path runs/quickstart/latest/checkpoints/last.ckpt --out models/videobert-quickstart
+    vb = VideoBertPipeline.from_pretrained("models/videobert-quickstart")
+    video = "data/quickstart/corpus/test/test00000.mp4"      # a held-out video of the built-in corpus
+    vb.visual_words(video)                                    # (clips,) one visual word per 1.5 s clip
+    vb.embed_video(video) @ vb.embed_text("stir the egg")     # similarity of (hidden,) unit vectors
+    vb.classify(video, ["stir", "cut"], ["egg", "fish"])      # verb, noun per window of clips
+    # the export of a captioning fine-tune (experiments/finetune/captioning.yaml) adds a decoder:
+    VideoBertPipeline.from_pretrained("models/videobert-captioner").caption(video)   # a sentence per 3 clips
 
 A video goes through the extractor the model was trained with (`extractor.json` of the export, recorded by
 the feature stage): the same decoding, clips and float16 rounding as `videobert data features`, so the
@@ -45,7 +48,7 @@ class VideoBertPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> "VideoBertPipeline":
-        """Load an export folder. Example: `VideoBertPipeline.from_pretrained("runs/quickstart/export")`."""
+        """Load an export folder. Example: `VideoBertPipeline.from_pretrained("models/videobert-quickstart")`."""
         folder = Path(folder)
         missing = [f for f in REQUIRED if not (folder / f).is_file()]
         cfg = json.loads((folder / "config.json").read_text()) if "config.json" not in missing else {}

@@ -123,6 +123,22 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
                         save_config_callback=SaveRunConfig, save_config_kwargs={"overwrite": True})
 
 
+def report(out: str = "docs/results.md", experiments: list[str] | None = None) -> None:
+    """Evaluate every task on each experiment's last checkpoint and write the table to `out`."""
+    from .report import report as write_report
+
+    write_report(lightning_main, out, experiments)
+
+
+def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1), experiments: list[str] | None = None,
+           root: str = "runs/spread") -> None:
+    """Fit and zero-shot-test each quickstart experiment (default: all) with every training seed on every corpus
+    seed, score its alignment head, and write `<root>/spread.json` (`videobert report` puts it into its table)."""
+    from .spread import EXPERIMENTS, spread as measure
+
+    measure(lightning_main, seeds, corpus_seeds, experiments or list(EXPERIMENTS), root)
+
+
 def main() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.13 vs Lightning internals: not ours
     # our streams give every worker its own shards and batch count, so their __len__ is exact
@@ -138,9 +154,6 @@ def main() -> None:
         (index_main if sys.argv[1] == "index" else search_main)(sys.argv[2:])
     elif len(sys.argv) > 1 and sys.argv[1] in ("export", "report", "spread"):
         from jsonargparse import CLI
-
-        from .report import report
-        from .spread import spread
 
         CLI({"export": export_checkpoint, "report": report, "spread": spread}[sys.argv[1]], args=sys.argv[2:],
             as_positional=False)

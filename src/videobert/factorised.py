@@ -80,15 +80,14 @@ class FactorisedVocab:
         tmp.replace(path)
 
     @classmethod
-    def from_npz(cls, f) -> "FactorisedVocab":
-        """From an open np.load of a file `save` wrote."""
-        from .vq import VisualVocab
-
+    def from_npz(cls, f, part) -> "FactorisedVocab":
+        """From an open np.load of a file `save` wrote; `part(centroids, k)` builds one group's vocabulary
+        (`VisualVocab`: vq.py imports this module, not the reverse)."""
         columns = f["columns"].tolist()
         parts = []
         for g in range(len(columns)):
             levels = sorted(int(n.rsplit("level", 1)[1]) for n in f.files if n.startswith(f"group{g}_level"))
-            parts.append(VisualVocab([f[f"group{g}_level{i}"] for i in levels], int(f[f"group{g}_k"])))
+            parts.append(part([f[f"group{g}_level{i}"] for i in levels], int(f[f"group{g}_k"])))
         return cls(parts, columns, f["counts"] if "counts" in f.files else None)
 
 

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from .alignment import alignment_on_test_videos, run_command
 
 PAPER = {"zero_shot/verb_top5": "43.3%", "zero_shot/noun_top5": "33.7%",  # YouCook2, Sun et al. 2019, Table 1
          "captioning/bleu4": "4.33", "captioning/meteor": "11.94", "captioning/rouge_l": "28.80",  # Table 4
@@ -98,74 +98,35 @@ NOTES = [  # what each task's best trivial answer is, and whether a model can be
     "narration can name it); `depicts` counts a word that shows the step's verb and noun."]
 
 
-def _run(subcommand: str, args: list[str]):
-    """One `videobert <subcommand>` in this process, its W&B run closed as the shell would."""
-    import wandb
-
-    from .cli import lightning_main
-
-    cli = lightning_main([subcommand, *args])
-    wandb.finish()
-    return cli
+NOTES_MARK = "<!-- Written by hand from here on: `videobert report` keeps this part. -->"
 
 
-def _test(args: list[str], task: str) -> dict[str, float]:
+def kept_notes(path: Path) -> list[str]:
+    """The hand-written part of an earlier report at `path` (from NOTES_MARK on), which a new report keeps."""
+    text = path.read_text() if path.is_file() else ""
+    return ["", text[text.index(NOTES_MARK):].rstrip("\n")] if NOTES_MARK in text else []
+
+
+def _test(cli_main, args: list[str], task: str) -> dict[str, float]:
     """`videobert test` (no logger, no callbacks): its `test/<task>/...` metrics."""
-    cli = _run("test", [*args, "--trainer.logger=false", "--trainer.callbacks=[]"])
+    cli = run_command(cli_main, "test", [*args, "--trainer.logger=false", "--trainer.callbacks=[]"])
     prefix = f"test/{task}/"
     return {k[len(prefix):]: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith(prefix)}
 
 
-def evaluate(experiment: str, task: str, ckpt: Path) -> dict[str, float]:
-    return _test(["--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
+def evaluate(cli_main, experiment: str, task: str, ckpt: Path) -> dict[str, float]:
+    return _test(cli_main, ["--config", f"experiments/{experiment}.yaml", f"--data.init_args.test_task={task}",
                   f"--ckpt_path={ckpt}", "--trainer.enable_progress_bar=false"], task)
 
 
-def alignment_on_test_videos(experiment: str, ckpt: Path, overrides: tuple[str, ...] = ()) -> dict[str, float]:
-    """The alignment head on pairs of the held-out test videos, drawn as validation draws them, unmasked
-    (`videobert validate` with `data.val_split=test` and `data.val_mask_prob=0`, one pass: the pairs
-    `benchmarks/alignment_bound.py` scores its reader on): balanced accuracy, AUROC (its interval a bootstrap
-    over the videos of the texts), the aligned share, both recalls (Wilson intervals) and n, the labelled pairs. The balanced accuracy's 95% interval is Agresti and Caffo's
-    adjusted Wald interval for the mean of the two recalls (2 successes and 2 failures added to each class),
-    which keeps a width where a recall is 0 or 1. Pairs of one video are correlated, so it is narrower than a
-    bootstrap over videos would be."""
-    from .stats import Z95, auroc, bootstrap_groups, wilson
-
-    cli = _run("validate", ["--config", f"experiments/{experiment}.yaml", f"--ckpt_path={ckpt}",
-                            "--data.init_args.val_split=test", "--data.init_args.val_mask_prob=0",
-                            "--data.init_args.val_batches=null",
-                            "--trainer.limit_val_batches=1.0", "--trainer.enable_progress_bar=false",
-                            "--trainer.logger=false", "--trainer.callbacks=[]", *overrides])
-    got = {k.removeprefix("val/align_"): float(v) for k, v in cli.trainer.callback_metrics.items()
-           if k.startswith("val/align_")}
-    n1 = round(got.get("majority_acc", 0.0) * got.get("pairs", 0.0))
-    n0 = round(got.get("pairs", 0.0)) - n1
-    if min(n1, n0) == 0:
-        raise ValueError(f"{experiment}: the test videos gave {n1} aligned and {n0} misaligned pairs; the "
-                         "alignment figures need both")
-    out = {"constant": 0.5, "constant_auroc": 0.5, "aligned_pairs": n1, "misaligned_pairs": n0,
-           **{k: got[k] for k in ("balanced_acc", "auroc", "majority_acc", "pairs")}}
-    adjusted = []
-    for name, n in (("aligned_recall", n1), ("misaligned_recall", n0)):
-        k = round(got[name] * n)
-        out[name], (out[f"{name}_ci_low"], out[f"{name}_ci_high"]) = k / n, wilson(k, n)
-        adjusted.append(((k + 2) / (n + 4), n + 4))
-    centre = sum(p for p, _ in adjusted) / 2
-    half = Z95 * 0.5 * sum(p * (1 - p) / n for p, n in adjusted) ** 0.5
-    out["balanced_acc_ci_low"], out["balanced_acc_ci_high"] = max(0.0, centre - half), min(1.0, centre + half)
-    videos, p, labels = (np.asarray(x) for x in zip(*cli.model.align_records))
-    out["auroc_ci_low"], out["auroc_ci_high"] = bootstrap_groups(videos, lambda i: auroc(p[i], labels[i]))
-    return out
-
-
-def finetune(name: str, pretrained: Path) -> dict[str, float]:
+def finetune(cli_main, name: str, pretrained: Path) -> dict[str, float]:
     """Fine-tune `pretrained` with the yamls of FINETUNES[name] (a run of its own), then test it."""
     stack = [arg for yaml in FINETUNES[name] for arg in ("--config", f"experiments/finetune/{yaml}")]
     args = ["--config", "experiments/quickstart.yaml", *stack, f"--model.init_args.pretrained={pretrained}",
             "--trainer.enable_progress_bar=false"]
-    fit = _run("fit", args)
+    fit = run_command(cli_main, "fit", args)
     ckpt = Path(fit.trainer.default_root_dir) / "checkpoints/last.ckpt"
-    return _test([*args, f"--ckpt_path={ckpt}"], name.split("_")[0])
+    return _test(cli_main, [*args, f"--ckpt_path={ckpt}"], name.split("_")[0])
 
 
 def _fmt(value: float, metric: str) -> str:
@@ -239,19 +200,20 @@ def figure_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[dict]:
     return rows
 
 
-def report(out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
-    """Evaluate every task on each experiment's last checkpoint and write the table to `out`."""
+def report(cli_main, out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
+    """Evaluate every task on each experiment's last checkpoint (with `cli_main`, the command line's
+    `lightning_main`) and write the table to `out`."""
     results, missing = {}, []
     for exp in experiments or list(TASKS):
         ckpt = Path(f"runs/{exp}/latest/checkpoints/last.ckpt")
         if not ckpt.exists():
             missing.append(str(ckpt))
             continue
-        results[exp] = {task: evaluate(exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
+        results[exp] = {task: evaluate(cli_main, exp, task, ckpt) for task in TASKS.get(exp, ("zero_shot",))}
         if exp in TASKS:  # (the built-in corpus's experiments: their DataModule can validate on the test split)
-            results[exp]["alignment"] = alignment_on_test_videos(exp, ckpt)
+            results[exp]["alignment"] = alignment_on_test_videos(cli_main, exp, ckpt)
         if exp == "quickstart":
-            results[exp].update({name: finetune(name, ckpt) for name in FINETUNES})
+            results[exp].update({name: finetune(cli_main, name, ckpt) for name in FINETUNES})
     if not results:
         raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
     text = ["# Results on the built-in corpus", "",
@@ -281,13 +243,14 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
 
         text += ["", "## Spread over training seeds and corpus builds", "", spread_table(json.loads(spread_file.read_text()))]
     else:
-        text += ["", "No spread over seeds and corpus builds measured with this build (`make spread`)."]
+        text += ["", "No spread over training seeds and corpus seeds measured yet (`make spread`)."]
     if "captioning" in results.get("quickstart", {}) and "meteor" not in results["quickstart"]["captioning"]:
         from .tasks.caption_metrics import find_java
 
         text.append(f"Captioning METEOR not computed: {find_java()[1]}.")
     if missing:
         text.append(f"Not evaluated (no checkpoint): {', '.join(missing)}.")
+    text += kept_notes(Path(out))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(text) + "\n")
     log_to_wandb(results, Path(out))

@@ -1,6 +1,6 @@
 """Text-to-video search over a collection of videos with an exported model (no Lightning needed).
 
-    videobert index  --videos path/to/videos --model runs/quickstart/export --out my_index
+    videobert index  --videos path/to/videos --model models/videobert-quickstart --out my_index
     videobert search --index my_index "stir the egg"          # top clips: video, start, end, score
     videobert search --index my_index "stir the egg" --json   # the same, for scripts
 

@@ -46,12 +46,12 @@ def _zero_shot(args: list[str], ckpt: Path, out: Path) -> dict[str, float]:
     return json.loads(next(out.glob("*/zero_shot_results.json")).read_text())
 
 
-def _alignment(experiment: str, ckpt: Path, args: list[str]) -> dict[str, float]:
+def _alignment(cli_main, experiment: str, ckpt: Path, args: list[str]) -> dict[str, float]:
     """Balanced accuracy and AUROC of the alignment head on the run's own build's test-video pairs."""
-    from .report import alignment_on_test_videos
+    from .alignment import alignment_on_test_videos
 
     keep = [a for a in args if a.startswith(("--data.init_args.corpus_seed", "--data.init_args.cache_dir"))]
-    got = alignment_on_test_videos(experiment, ckpt, tuple(keep))
+    got = alignment_on_test_videos(cli_main, experiment, ckpt, tuple(keep))
     return {f"align_{k}": got[k] for k in ("balanced_acc", "auroc")}
 
 
@@ -79,9 +79,10 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     return out
 
 
-def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
+def spread(cli_main, seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
            experiments: list[str] = EXPERIMENTS, root: str = "runs/spread") -> Path:
-    """Fit and zero-shot-test every experiment with every seed on every corpus build; write `<root>/spread.json`."""
+    """Fit and zero-shot-test every experiment with every seed on every corpus build, and score its alignment head
+    (in this process, with the command line's `lightning_main`: `cli_main`); write `<root>/spread.json`."""
     path = Path(root) / "spread.json"
     kept = []  # the other experiments' runs stay (e.g. one experiment measured anew after a change); read first,
     if path.is_file():  # so a bad file stops the command before hours of fits, not after
@@ -99,7 +100,7 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
             folder = Path(f"{root}/{exp}-c{corpus_seed}-s{seed}")
             ckpt = max(folder.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
             results = _zero_shot(args, ckpt, folder / "test")
-            results.update(_alignment(exp, ckpt, args))
+            results.update(_alignment(cli_main, exp, ckpt, args))
             runs.append({"experiment": exp, "corpus_seed": corpus_seed, "seed": seed, "results": results,
                          "seconds": round(time.time() - start), "date": time.strftime("%Y-%m-%d")})
             print(f"spread: {exp} corpus {corpus_seed} seed {seed}: " +

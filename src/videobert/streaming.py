@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,6 +46,19 @@ class ShardSet:
     urls: str
     weight: float = 1.0
     index: str | None = None
+
+
+def shard_urls(spec: str) -> list[str]:
+    """A folder (all its .tar files) or a webdataset URL pattern (brace expansion, `pipe:` commands)."""
+    path = Path(spec)
+    if path.is_dir():
+        urls = sorted(str(p) for p in path.glob("*.tar"))
+        if not urls:
+            raise FileNotFoundError(f"{spec}: no .tar shards")
+        return urls
+    if not any(c in spec for c in "{:") and not path.exists():
+        raise FileNotFoundError(f"{spec}: no such shard folder or file")
+    return list(wds.shardlists.expand_urls(spec))
 
 
 # a DataModule's hparams (saved in every checkpoint) may hold ShardSets: let `torch.load(weights_only=True)`,

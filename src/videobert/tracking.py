@@ -121,7 +121,7 @@ class RunRecord(L.Callback):
                     rank_zero_warn(f"W&B lineage artifacts not logged: {type(err).__name__}: {err}")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from .thumbnails import publish_visual_words
+        from .visual_words import publish_visual_words
 
         if trainer.is_global_zero:
             for logger in trainer.loggers:

@@ -29,6 +29,8 @@ import faiss
 import numpy as np
 import webdataset as wds
 
+from .factorised import FactorisedVocab, parse_groups
+
 log = logging.getLogger(__name__)
 
 
@@ -71,9 +73,7 @@ class VisualVocab:
         """A vocabulary file `save` wrote, or a factorised one (`videobert.factorised.FactorisedVocab`)."""
         with np.load(path, allow_pickle=False) as f:
             if "columns" in f.files:
-                from .factorised import FactorisedVocab
-
-                return FactorisedVocab.from_npz(f)
+                return FactorisedVocab.from_npz(f, cls)
             levels = sorted(int(n[5:]) for n in f.files if n.startswith("level"))
             return cls([f[f"level{i}"] for i in levels], int(f["k"]), f["counts"] if "counts" in f.files else None)
 
@@ -183,17 +183,10 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
     x = load_features(shards, max_points, seed)
     cols = [(0, x.shape[1])]
     if groups:
-        from .factorised import parse_groups
-
         cols = parse_groups(groups, x.shape[1])
     parts = [hierarchical_kmeans(np.ascontiguousarray(x[:, a:b]), levels, k, niter, seed + g, nredo, points_per_centroid)
              for g, (a, b) in enumerate(cols)]
-    if groups:
-        from .factorised import FactorisedVocab
-
-        vocab = FactorisedVocab(parts, cols)
-    else:
-        vocab = parts[0]
+    vocab = FactorisedVocab(parts, cols) if groups else parts[0]
     words = vocab.words(x)
     vocab.counts = np.bincount(words, minlength=vocab.size)
     cap = len(x) if points_per_centroid is None else k * points_per_centroid

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import re
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
+from videobert.preflight import STAGE_SPLITS, announce, plan_eval, plan_train, readable_shards
+from videobert.safe_io import TooManySkips
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, worker_batches
@@ -56,16 +59,20 @@ def read_npy(buf: bytes) -> np.ndarray:
     return np.frombuffer(buf, dtype, count, end).reshape(shape, order="F" if fortran else "C")
 
 
-def decode_video(sample: dict, dim: int | None = None) -> dict:
-    """Raw tar members -> {"__key__", "features" (T, D) float32, "json"}; raises naming the sample."""
+def decode_video(sample: dict, dim: int | None = None, dtype: str | None = None) -> dict:
+    """Raw tar members -> {"__key__", "features" (T, D) float32, "json"}; raises naming the sample. `dim`,
+    `dtype`: the set's feature dimension and stored dtype (a sample that differs is rejected)."""
     where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     for key in ("features.npy", "json"):
         if key not in sample:
             raise KeyError(f"{where}: no '{key}' member (is this a feature shard?)")
     try:
-        features = read_npy(sample["features.npy"]).astype(np.float32)
+        features = read_npy(sample["features.npy"])
     except ValueError as err:
         raise ValueError(f"{where}: features.npy cannot be read ({err})") from None
+    if dtype is not None and features.dtype != np.dtype(dtype):
+        raise ValueError(f"{where}: features stored as {features.dtype}, the set's are {np.dtype(dtype)}")
+    features = features.astype(np.float32)
     meta = json.loads(sample["json"])
     if features.ndim != 2 or len(features) != len(meta.get("clips", [])):
         raise ValueError(f"{where}: features {features.shape} do not match {len(meta.get('clips', []))} clips")
@@ -94,9 +101,9 @@ def _shard_name(url: str) -> str:
     return names[-1]
 
 
-def shard_sequences(shard_set: ShardSet, urls: list[str], unit: str = "sentences") -> list[int] | None:
-    """Sentences (= pretraining sequences) per shard, or `unit="samples"` videos, from the index; None if a
-    remote set has no index."""
+def shard_entries(shard_set: ShardSet, urls: list[str]) -> list[dict] | None:
+    """Each shard's index entry ({"samples", "sentences"}, or "error" for a shard that cannot be read); None if
+    a remote set has no index."""
     names = [_shard_name(u) for u in urls]
     if shard_set.index:
         with wds.gopen(shard_set.index) as f:
@@ -110,7 +117,7 @@ def shard_sequences(shard_set: ShardSet, urls: list[str], unit: str = "sentences
             index.update(load_index(folder, [Path(u).name for u in urls if Path(u).parent == folder]))
     else:
         return None
-    return [int(index[n][unit]) for n in names]
+    return [index[n] for n in names]
 
 
 class VideoBertDataModule(L.LightningDataModule):
@@ -192,10 +199,31 @@ class VideoBertDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.tokenizer = TextTokenizer(self._require("tokenizer"))
         self.vocab = None if self.features else VisualVocab.load(self._require("visual_vocab"))
-        self._feature_dim = self.vocab.dim if self.vocab else self._peek_feature_dim()
+        dim, self._feature_dtype = self._peek_features()
+        self._feature_dim = self.vocab.dim if self.vocab else dim
         self.task_data = self._task_data() if self.hparams.task else None
         if hasattr(self.task_data, "count_labels") and self._paths().get("train") is not None:
             self.task_data.train_counts = self.task_data.count_labels(self._train_metas())
+        if self.trainer is not None and stage in STAGE_SPLITS:
+            self.preflight(stage)
+
+    def preflight(self, stage: str | None = None) -> list:
+        """Every configured split against world size x workers, before the first batch (`videobert.preflight`):
+        printed on rank 0; a split this stage reads that cannot feed every rank stops the run in one line."""
+        hp, (rank, world) = self.hparams, self._world()
+        plans = []
+        for name in ("train", "val", "test"):
+            sets = self._sets(name) if self._paths()[name] is not None else []
+            if not sets or any(c is None for _, c, _ in sets):  # (a remote set without an index: not counted)
+                continue
+            counts = [n for _, c, _ in sets for n in c]
+            if name == "train":
+                plans.append(plan_train(hp.mode, counts, self._samples(sets), hp.batch_size, world, hp.num_workers,
+                                        self._epoch_batches(sets)))
+            else:
+                plans.append(plan_eval(name, counts, self._samples(sets), hp.batch_size, world, 0,
+                                       hp.val_batches if name == "val" else None))
+        return announce(plans, stage, world, hp.num_workers, hp.batch_size, rank == 0)
 
     def _task_data(self):
         """The fine-tuning task's Data stage (its examples, batches and metrics)."""
@@ -214,13 +242,19 @@ class VideoBertDataModule(L.LightningDataModule):
     def _train_metas(self):
         return (json.loads(s["json"]) for s in self._train_samples() if "json" in s)
 
-    def _peek_feature_dim(self) -> int:
-        """The clip-feature dimension, read from the first sample of the first configured split."""
+    def _peek_features(self) -> tuple[int, str]:
+        """The clip features' dimension and stored dtype, from the first good sample of the first configured
+        split (the set's: a sample that differs is a counted skip)."""
         for name in ("train", "val", "test"):
-            if self._paths()[name] is not None:  # (the first shard only: no index needed)
-                first = _urls(self._shard_sets(name)[0].urls)[0]
-                for sample in wds.tarfile_to_samples()([{"url": first}]):
-                    return int(decode_video(sample)["features"].shape[1])
+            if self._paths()[name] is not None:
+                samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)({"url": u} for u in self._sets(name)[0][0])
+                for sample in itertools.islice(samples, 16):
+                    try:
+                        decode_video(sample)
+                    except (ValueError, KeyError):
+                        continue
+                    features = read_npy(sample["features.npy"])
+                    return int(features.shape[1]), features.dtype.str
         raise ValueError("data: no shards to read the clip-feature dimension from")
 
     def vocab_sizes(self) -> tuple[int, int]:
@@ -256,10 +290,18 @@ class VideoBertDataModule(L.LightningDataModule):
         """[(urls, examples per shard or None when unknown, weight)] of a split's shard sets; an example is a
         sentence (pretraining) or the fine-tuning task's unit."""
         unit = getattr(TASKS[self.hparams.task], "unit", "sentences") if self.hparams.task else "sentences"
-        resolved = []
+        resolved, bad = [], getattr(self, "_bad_shards", {})
         for s in self._shard_sets(name):
             urls = _urls(s.urls)
-            resolved.append((urls, shard_sequences(s, urls, unit), s.weight))
+            entries = shard_entries(s, urls)
+            if entries is None:
+                resolved.append((urls, None, s.weight))
+                continue
+            urls, counts, unreadable = readable_shards(name, s.urls, urls, entries, unit, bad)
+            if name == "train":  # (each unreadable training shard is one counted skip, once)
+                self.skips["skipped"] += len(set(unreadable) - set(bad))
+            self._bad_shards = bad = {**bad, **unreadable}
+            resolved.append((urls, counts, s.weight))
         return resolved
 
     def prepare_data(self) -> None:
@@ -284,7 +326,7 @@ class VideoBertDataModule(L.LightningDataModule):
         if samples is not None and samples < readers:  # (evaluation splits samples then: each rank needs one)
             raise ValueError(f"{name}: {samples} videos for {world} rank(s) x {max(1, workers)} worker(s) = {readers} "
                              "readers; every reader needs one (fewer devices or workers, or more videos)")
-        ds = ShardStream(sets, functools.partial(decode_video, dim=self._feature_dim), build, collate_fn,
+        ds = ShardStream(sets, functools.partial(decode_video, dim=self._feature_dim, dtype=self._feature_dtype), build, collate_fn,
                          hp.batch_size, mode, batches, rank, world, seed, state, pad=name == "train",
                          video_shuffle=hp.video_shuffle if shuffle else 0,
                          sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
@@ -384,6 +426,6 @@ class VideoBertDataModule(L.LightningDataModule):
         seen = self.skips["videos"] + self.skips["skipped"]
         rate = self.skips["skipped"] / max(1, seen)
         if seen >= self.hparams.skip_check_after and rate > self.hparams.max_skip_rate:
-            raise RuntimeError(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), more "
+            raise TooManySkips(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), more "
                                f"than data.max_skip_rate={self.hparams.max_skip_rate:.1%}; the warnings above name "
                                "the files")

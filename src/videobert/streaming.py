@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from .safe_io import NoReadableData
+
 log = logging.getLogger(__name__)
 MODES = ("resampled", "exact")
 
@@ -81,7 +83,8 @@ class SkipCounter:
         self.skipped += 1
         self._in_a_row += 1
         if self._in_a_row > self.max_in_a_row:
-            raise RuntimeError(f"{self._in_a_row} bad samples or shards in a row, the last: {exn}") from exn
+            raise NoReadableData(f"{self._in_a_row} bad samples or shards in a row, nothing readable left; the last: "
+                                 f"{exn}") from None
         if self._logged < self.log_first:
             self._logged += 1
             log.warning("skipped a bad sample: %s: %s", type(exn).__name__, exn)
@@ -167,7 +170,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             if not self.pad:
                 return
             if skips.videos_total == before:
-                raise RuntimeError(f"reader {slot}: no usable sample in {mine} (see the skipped-sample warnings)")
+                raise NoReadableData(f"reader {slot}: no usable sample in {mine} (see the skipped-sample warnings)")
 
     def _sequences(self, videos, rng: np.random.Generator):
         """Videos -> shuffled videos -> sequences -> shuffled sequences."""
@@ -255,7 +258,7 @@ def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):
     """Shards with replacement, each with probability proportional to its size (empty ones never)."""
     p = np.asarray(sizes, np.float64)
     if p.sum() <= 0:
-        raise ValueError(f"{urls[0]} ...: every shard of this set is empty (index.json says 0 sentences)")
+        raise NoReadableData(f"{urls[0]} ...: every shard of this set is empty (index.json says 0 sentences)")
     p /= p.sum()
     while True:
         yield urls[int(rng.choice(len(urls), p=p))]

@@ -94,10 +94,14 @@ def write_shard(path: Path, samples) -> dict:
 def scan_shard(path: Path) -> dict:
     """The index entry of an existing shard, read from its `json` members (a shard that cannot be read
     is reported and counted as empty: the stream will skip it and count that)."""
-    entry = {"samples": 0, "sentences": 0}
+    entry, size = {"samples": 0, "sentences": 0}, path.stat().st_size
     try:
+        if size % 512:  # (a tar is whole 512-byte blocks: a shard cut short by a kill or a full disk is not)
+            raise tarfile.ReadError(f"truncated: {size} bytes is not a whole number of 512-byte tar blocks")
         with tarfile.open(path) as tar:
             for member in tar:
+                if member.offset_data + member.size > size:
+                    raise tarfile.ReadError(f"truncated: {member.name} ends past the end of the file")
                 if member.name.endswith(".json"):
                     entry["samples"] += 1
                     entry["sentences"] += count_sentences(tar.extractfile(member).read())

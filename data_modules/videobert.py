@@ -367,7 +367,22 @@ class VideoBertDataModule(L.LightningDataModule):
         builder = self.task_data or self._builder()
         loader = self._stream("train", sets, builder, builder.collate, hp.mode, k, hp.seed, hp.num_workers, self.state)
         loader.dataset.length = k * max(1, hp.num_workers)
+        if self.trainer:
+            loader.position = functools.partial(self._position, loader.dataset.length)
         return loader
+
+    def _position(self, epoch_batches: int) -> int:
+        """At an epoch's first batch (after a resumed fit restored its loops): the stream's epoch and step, and
+        in exact mode the batches of this epoch already trained, to skip, so every remaining sample is read
+        once. Resampled mode reseeds by the restored step instead (no replay of the epoch's first batches)."""
+        t = self.trainer
+        self.set_epoch(t.current_epoch, t.global_step)
+        done = t.fit_loop.epoch_loop.batch_progress.current.ready  # (0 at a fresh epoch's first batch)
+        if self.hparams.mode != "exact" or not 0 < done < epoch_batches:
+            return 0
+        rank_zero_info(f"train (exact): resuming epoch {t.current_epoch} after {done} of its {epoch_batches} "
+                       "batches per rank; the stream reads and skips them")
+        return done
 
     def val_dataloader(self):
         # (a fresh StreamState: the same masks every validation)

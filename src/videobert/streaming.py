@@ -24,6 +24,7 @@ arrays, pickled through the pipe (~0.3 ms a batch), instead of one shared-memory
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -147,11 +148,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         return self.length
 
     def _slot(self) -> tuple[int, int, np.random.Generator]:
+        """(slot, slots, the slot's generator). Exact mode seeds by the epoch alone: a resumed epoch deals and
+        shuffles as it did, and its loader skips the batches already trained (`StreamLoader.position`)."""
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch, step = self.state.get()
         slot = self.rank * workers + worker
-        return slot, self.world * workers, np.random.default_rng([self.seed, self.rank, worker, epoch, step])
+        rng = np.random.default_rng([self.seed, self.rank, worker, epoch, 0 if self.mode == "exact" else step])
+        return slot, self.world * workers, rng
 
     def _exact_passes(self, slot: int, slots: int, rng: np.random.Generator, skips: SkipCounter):
         """The slot's sequences, pass after pass; each pass has its own shuffle buffers, so a padding
@@ -244,14 +248,31 @@ def _as_is(batch):
 
 
 class StreamLoader(torch.utils.data.DataLoader):
-    """DataLoader of a `ShardStream` (batch_size=None): batches cross from workers as numpy (see above)."""
+    """DataLoader of a `ShardStream` (batch_size=None): batches cross from workers as numpy (see above).
 
-    def __init__(self, stream: "ShardStream", num_workers: int = 0):
+    Resumable: `position` (set by the DataModule) is called when an iteration's first batch is asked for,
+    after a resumed fit has restored its loops; it sets the stream's epoch and step and returns how many of
+    the epoch's batches were already trained, which are then read and dropped (worker w of W made batches
+    w, w + W, ... : a DataLoader takes them from its workers in turn). Workers start only then, so they see the
+    restored epoch. The position lives in the checkpoint's loop state; `state_dict` adds nothing."""
+
+    def __init__(self, stream: "ShardStream", num_workers: int = 0, position=None):
         super().__init__(stream, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
                          persistent_workers=num_workers > 0)
+        self.position = position
 
     def __iter__(self):
-        return map(_unpack, super().__iter__())
+        return self._lazy()
+
+    def _lazy(self):
+        skip = self.position() if self.position is not None else 0
+        yield from itertools.islice(map(_unpack, super().__iter__()), skip, None)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):

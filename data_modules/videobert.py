@@ -25,11 +25,12 @@ import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
-from videobert.preflight import STAGE_SPLITS, announce, plan_eval, plan_train, readable_shards
+from videobert.preflight import STAGE_SPLITS, check, readable_shards
 from videobert.safe_io import TooManySkips
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
-from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, worker_batches
+from videobert.streaming import (MODES, ShardSet, ShardStream, StreamLoader, StreamState, resume_position,
+                                 worker_batches)
 from videobert.tasks import TASKS
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
@@ -208,22 +209,8 @@ class VideoBertDataModule(L.LightningDataModule):
             self.preflight(stage)
 
     def preflight(self, stage: str | None = None) -> list:
-        """Every configured split against world size x workers, before the first batch (`videobert.preflight`):
-        printed on rank 0; a split this stage reads that cannot feed every rank stops the run in one line."""
-        hp, (rank, world) = self.hparams, self._world()
-        plans = []
-        for name in ("train", "val", "test"):
-            sets = self._sets(name) if self._paths()[name] is not None else []
-            if not sets or any(c is None for _, c, _ in sets):  # (a remote set without an index: not counted)
-                continue
-            counts = [n for _, c, _ in sets for n in c]
-            if name == "train":
-                plans.append(plan_train(hp.mode, counts, self._samples(sets), hp.batch_size, world, hp.num_workers,
-                                        self._epoch_batches(sets)))
-            else:
-                plans.append(plan_eval(name, counts, self._samples(sets), hp.batch_size, world, 0,
-                                       hp.val_batches if name == "val" else None))
-        return announce(plans, stage, world, hp.num_workers, hp.batch_size, rank == 0)
+        """Every configured split against world size x workers (`videobert.preflight.check`)."""
+        return check(self, stage)
 
     def _task_data(self):
         """The fine-tuning task's Data stage (its examples, batches and metrics)."""
@@ -368,21 +355,9 @@ class VideoBertDataModule(L.LightningDataModule):
         loader = self._stream("train", sets, builder, builder.collate, hp.mode, k, hp.seed, hp.num_workers, self.state)
         loader.dataset.length = k * max(1, hp.num_workers)
         if self.trainer:
-            loader.position = functools.partial(self._position, loader.dataset.length)
+            loader.position = functools.partial(resume_position, self.trainer, self.set_epoch, hp.mode,
+                                                loader.dataset.length)
         return loader
-
-    def _position(self, epoch_batches: int) -> int:
-        """At an epoch's first batch (after a resumed fit restored its loops): the stream's epoch and step, and
-        in exact mode the batches of this epoch already trained, to skip, so every remaining sample is read
-        once. Resampled mode reseeds by the restored step instead (no replay of the epoch's first batches)."""
-        t = self.trainer
-        self.set_epoch(t.current_epoch, t.global_step)
-        done = t.fit_loop.epoch_loop.batch_progress.current.ready  # (0 at a fresh epoch's first batch)
-        if self.hparams.mode != "exact" or not 0 < done < epoch_batches:
-            return 0
-        rank_zero_info(f"train (exact): resuming epoch {t.current_epoch} after {done} of its {epoch_batches} "
-                       "batches per rank; the stream reads and skips them")
-        return done
 
     def val_dataloader(self):
         # (a fresh StreamState: the same masks every validation)

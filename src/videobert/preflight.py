@@ -129,3 +129,22 @@ def announce(plans: list[SplitPlan], stage: str | None, world: int, workers: int
         p = failed[0]
         raise LayoutError(f"preflight: data.{p.name}_shards cannot feed every rank: {p.why}")
     return plans
+
+
+def check(dm, stage: str | None = None) -> list[SplitPlan]:
+    """The preflight of a `VideoBertDataModule` (set up, with a trainer): every configured split against world
+    size x workers, printed on rank 0; a split this stage reads that cannot feed every rank raises `LayoutError`."""
+    hp, (rank, world) = dm.hparams, dm._world()
+    plans = []
+    for name in ("train", "val", "test"):
+        sets = dm._sets(name) if dm._paths()[name] is not None else []
+        if not sets or any(c is None for _, c, _ in sets):  # (a remote set without an index: not counted)
+            continue
+        counts = [n for _, c, _ in sets for n in c]
+        if name == "train":
+            plans.append(plan_train(hp.mode, counts, dm._samples(sets), hp.batch_size, world, hp.num_workers,
+                                    dm._epoch_batches(sets)))
+        else:
+            plans.append(plan_eval(name, counts, dm._samples(sets), hp.batch_size, world, 0,
+                                   hp.val_batches if name == "val" else None))
+    return announce(plans, stage, world, hp.num_workers, hp.batch_size, rank == 0)

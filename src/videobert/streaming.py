@@ -275,6 +275,21 @@ class StreamLoader(torch.utils.data.DataLoader):
         pass
 
 
+def resume_position(trainer, set_epoch, mode: str, epoch_batches: int) -> int:
+    """`StreamLoader.position` of a training loader: at an epoch's first batch (after a resumed fit restored its
+    loops) the stream's epoch and step (`set_epoch`); in exact mode also the batches of this epoch already
+    trained, to skip, so every remaining sample is read once. Resampled mode is reseeded by the restored step
+    instead (no replay of the epoch's first batches) and skips nothing."""
+    set_epoch(trainer.current_epoch, trainer.global_step)
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # (0 at a fresh epoch's first batch)
+    if mode != "exact" or not 0 < done < epoch_batches:
+        return 0
+    if trainer.is_global_zero:
+        print(f"train (exact): resuming epoch {trainer.current_epoch} after {done} of its {epoch_batches} batches "
+              "per rank; the stream reads and skips them", flush=True)
+    return done
+
+
 def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):
     """Shards with replacement, each with probability proportional to its size (empty ones never)."""
     p = np.asarray(sizes, np.float64)

@@ -157,3 +157,31 @@ def test_cli_prints_a_full_disk_as_one_line(tmp_path, monkeypatch, capsys):
         cli.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and err.count("\n") == 1 and err.startswith(f"videobert: {tmp_path}: disk full")
+
+
+def test_full_disk_in_features_and_predictions_then_a_rerun_completes(tmp_path, monkeypatch):
+    import webdataset as wds
+
+    import videobert.features as features
+    from videobert.corpus import make_corpus
+    from videobert.predict import PredictionWriter
+    from videobert.shards import build_shards
+
+    make_corpus(str(tmp_path / "videos"), num_videos=2, seed=3, size=32, workers=1)
+    build_shards(str(tmp_path / "videos"), str(tmp_path / "raw"), samples_per_shard=1)
+    (tmp_path / "feat").mkdir()
+    (tmp_path / "feat/.shard-000000.tar.123-abcdef01.tmp").write_bytes(b"left by a killed job")
+    monkeypatch.setattr(features, "tar_writer", lambda path: wds.TarWriter(FullFile(path, 1500)))
+    with pytest.raises(DiskFull, match=f"{tmp_path / 'feat'}: disk full .* written so far"):
+        features.extract_features(str(tmp_path / "raw"), str(tmp_path / "feat"), workers=0, trainer=None)
+    assert visible(tmp_path / "feat") == [] and not leftovers(tmp_path / "feat")
+    monkeypatch.undo()
+    done = features.extract_features(str(tmp_path / "raw"), str(tmp_path / "feat"), workers=0, trainer=None)
+    assert [p.name for p in done] == ["shard-000000.tar", "shard-000001.tar"] and not leftovers(tmp_path / "feat")
+
+    writer, trainer = PredictionWriter(tmp_path / "run"), type("T", (), {"global_rank": 0})()
+    monkeypatch.setattr(np, "save", full_after(100))
+    with pytest.raises(DiskFull, match=f"{tmp_path / 'run/predictions'}: disk full"):
+        writer.write_on_batch_end(trainer, None, {"video": "v", "clip_embeddings": np.zeros(3),
+                                                  "video_embedding": np.zeros(3)}, None, None, 0)
+    assert visible(tmp_path / "run/predictions") == []

@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .captions import CaptionError, sentences_from_meta
 from .extractors import make_extractor
-from .safe_io import DiskFull, folder_lock, full_message, is_full, unique_tmp, write_text
+from .safe_io import DiskFull, folder_lock, full_message, is_full, sweep_temps, unique_tmp, write_text
 from .shards import VIDEO_EXTS, count_sentences, tar_writer, update_index
 from .streaming import assign_slots
 from .video import VideoError, iter_clips
@@ -266,6 +266,8 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
     # job's ranks each run this, so there the output folder must be its own (docs/scale_out.md)
     single = trainer is None or (str(trainer.devices) == "1" and trainer.num_nodes == 1)
     with folder_lock(out, "features") if single else contextlib.nullcontext():
+        if single:  # (holding the lock: a temp file here is a killed job's)
+            sweep_temps(out, "*.tar")
         return _extract(srcs, Path(out), extractor, fps, clip_frames, clips_per_batch, workers, keep_video, trainer)
 
 

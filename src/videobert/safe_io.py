@@ -69,6 +69,15 @@ def unique_tmp(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
 
 
+def sweep_temps(folder: str | Path, name_glob: str = "*") -> int:
+    """Remove temporary files `unique_tmp` made for `name_glob` in `folder` (left by a killed job); call it
+    holding the folder's lock. Returns how many."""
+    stale = list(Path(folder).glob(f".{name_glob}.*-*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size

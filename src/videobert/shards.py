@@ -22,7 +22,7 @@ from pathlib import Path
 import webdataset as wds
 
 from .captions import CaptionError, read_caption_index, read_captions
-from .safe_io import atomic_path, folder_lock, write_text
+from .safe_io import atomic_path, folder_lock, sweep_temps, write_text
 from .video import VideoError, probe_duration
 
 # containers PyAV (FFmpeg) decodes; a member of a shard keeps its source's extension as its key (video2dataset
@@ -164,6 +164,7 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
     """
     out_dir = Path(out)
     with folder_lock(out_dir, "shards"):  # (a second job waits, then finds the shards done)
+        sweep_temps(out_dir, "*.tar")  # (a killed job's)
         return _build_shards(Path(videos), out_dir, samples_per_shard, prefix, captions, labels)
 
 

@@ -12,8 +12,9 @@ from videobert.safe_io import DiskFull, atomic_path, folder_lock
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_jobs(kind: str, root: Path, n: int, timeout: int) -> list[str]:
-    """N jobs of tests/concurrent_build.py started at once on one cache; their digests of it when done."""
+def run_jobs(kind: str, root: Path, n: int, timeout: int) -> tuple[list[str], str]:
+    """N jobs of tests/concurrent_build.py started at once on one cache: their digests of it when done, and
+    their output."""
     from tests.test_ddp import clean_env
 
     env = {**clean_env(), "OMP_NUM_THREADS": "1"}
@@ -22,7 +23,8 @@ def run_jobs(kind: str, root: Path, n: int, timeout: int) -> list[str]:
     outs = [p.communicate(timeout=timeout) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, out[-2000:] + err[-4000:]
-    return [next(line.split()[1] for line in out.splitlines() if line.startswith("DIGEST")) for out, _ in outs]
+    digests = [next(line.split()[1] for line in out.splitlines() if line.startswith("DIGEST")) for out, _ in outs]
+    return digests, "".join(out for out, _ in outs)
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -30,8 +32,10 @@ def leftovers(root: Path) -> list[Path]:
 
 
 def test_concurrent_jobs_on_one_folder_all_succeed_and_see_identical_files(tmp_path):
-    digests = run_jobs("stages", tmp_path, 3, timeout=240)
+    digests, out = run_jobs("stages", tmp_path, 3, timeout=240)
     assert len(set(digests)) == 1, digests  # every job saw the same complete files
+    assert out.count("corpus: 3 videos") == 1 and out.count("reused") == 2  # built once, reused twice
+    assert out.count("(0 already done)") == 1 and out.count("(3 already done)") == 2  # shards: likewise
     assert sorted(p.name for p in (tmp_path / "shards").glob("*.tar")) == [f"shard-00000{i}.tar" for i in range(3)]
     assert not leftovers(tmp_path)
 
@@ -40,8 +44,9 @@ def test_concurrent_jobs_on_one_folder_all_succeed_and_see_identical_files(tmp_p
 def test_concurrent_quickstart_caches(tmp_path):
     """Four jobs prepare one empty quickstart cache at once (sweep agents on one machine): all succeed and
     read identical files, built once."""
-    digests = run_jobs("quickstart", tmp_path, 4, timeout=600)
+    digests, out = run_jobs("quickstart", tmp_path, 4, timeout=600)
     assert len(set(digests)) == 1, digests
+    assert out.count("corpus: 4 videos") == 1 and out.count("features: 2 of 2 shards to extract") == 1
     assert not leftovers(tmp_path)
 
 

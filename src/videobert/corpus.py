@@ -344,12 +344,21 @@ def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, 
 
     Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
     Jobs building one folder at once take turns (`videobert.safe_io.folder_lock`); every file is renamed
-    into place whole.
+    into place whole, and a corpus finished with the same settings (`corpus.json`) is reused, not rebuilt.
     """
     out_dir = Path(out)
+    settings = {"version": CORPUS_VERSION, "num_videos": num_videos, "seed": seed, "size": size, "prefix": prefix,
+                "idle_prob": idle_prob, "mismatch_prob": mismatch_prob, "hold_out_pairs": hold_out_pairs,
+                "mark_held_out": mark_held_out, "burnt_prob": burnt_prob}
     with folder_lock(out_dir, "corpus"):
-        return _make_corpus(out_dir, num_videos, seed, size, prefix, idle_prob, mismatch_prob, hold_out_pairs,
-                            mark_held_out, burnt_prob, workers)
+        stamp = out_dir / "corpus.json"
+        if (out_dir / "ground_truth.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
+            print(f"corpus: {out_dir} is complete with these settings; reused")
+            return out_dir
+        _make_corpus(out_dir, num_videos, seed, size, prefix, idle_prob, mismatch_prob, hold_out_pairs,
+                     mark_held_out, burnt_prob, workers)
+        write_text(stamp, json.dumps(settings, indent=1))
+        return out_dir
 
 
 def _make_corpus(out_dir: Path, num_videos, seed, size, prefix, idle_prob, mismatch_prob, hold_out_pairs,

@@ -190,3 +190,17 @@ def test_full_disk_in_features_and_predictions_then_a_rerun_completes(tmp_path, 
         writer.write_on_batch_end(trainer, None, {"video": "v", "clip_embeddings": np.zeros(3),
                                                   "video_embedding": np.zeros(3)}, None, None, 0)
     assert visible(tmp_path / "run/predictions") == []
+
+
+def test_a_finished_vocabulary_is_reused_until_its_shards_or_settings_change(tmp_path, capsys):
+    from videobert.testing import make_feature_shards
+    from videobert.vq import build_vocab
+
+    make_feature_shards(tmp_path / "f", [3, 3])
+    for _ in range(2):
+        build_vocab(str(tmp_path / "f"), str(tmp_path / "v.npz"), levels=1, k=4)
+    assert capsys.readouterr().out.count("reused") == 1
+    build_vocab(str(tmp_path / "f"), str(tmp_path / "v.npz"), levels=1, k=5)  # another setting: fitted again
+    make_feature_shards(tmp_path / "f", [3, 4])  # other shards: fitted again
+    build_vocab(str(tmp_path / "f"), str(tmp_path / "v.npz"), levels=1, k=5)
+    assert "reused" not in capsys.readouterr().out

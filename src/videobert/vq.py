@@ -180,12 +180,20 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
     shards = sorted(str(p) for p in Path(features).glob("*.tar"))
     if not shards:
         raise FileNotFoundError(f"{features}: no .tar feature shards")
+    build = {"levels": levels, "k": k, "groups": groups, "seed": seed, "niter": niter, "nredo": nredo,
+             "points_per_centroid": points_per_centroid, "max_points": max_points,
+             "shards": [[Path(p).name, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in shards]}
     with folder_lock(out, "vocab"):  # (jobs fitting one file take turns; it is renamed into place whole)
-        return _build_vocab(shards, out, levels, k, max_points, niter, seed, nredo, points_per_centroid, groups)
+        sidecar = Path(out).with_suffix(".json")
+        if Path(out).is_file() and sidecar.is_file() and json.loads(sidecar.read_text()).get("build") == build:
+            print(f"vocab: {out} was fitted on these shards with these settings; reused")
+            return Path(out)
+        return _build_vocab(shards, out, levels, k, max_points, niter, seed, nredo, points_per_centroid, groups,
+                            build)
 
 
 def _build_vocab(shards: list[str], out: str, levels: int, k: int, max_points: int, niter: int, seed: int, nredo: int,
-                 points_per_centroid: int | None, groups: list[list[int]] | None) -> Path:
+                 points_per_centroid: int | None, groups: list[list[int]] | None, build: dict) -> Path:
     x = load_features(shards, max_points, seed)
     cols = [(0, x.shape[1])]
     if groups:
@@ -221,7 +229,8 @@ def _build_vocab(shards: list[str], out: str, levels: int, k: int, max_points: i
                     100 * usage["share_below"], FEW_CLIPS, len(x))
     write_text(Path(out).with_suffix(".json"), json.dumps(
         {"levels": levels, "k": k, "groups": groups, "points": len(x), "dim": x.shape[1], "seed": seed, "niter": niter,
-         "nredo": nredo, "points_per_centroid": points_per_centroid, "sampled_nodes": sampled, **usage}))
+         "nredo": nredo, "points_per_centroid": points_per_centroid, "sampled_nodes": sampled, **usage,
+         "build": build}))  # (what a later job compares to reuse this file)
     return Path(out)
 
 

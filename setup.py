@@ -19,6 +19,7 @@ setup(
         "av==18.1.0",
         "tokenizers==0.23.3",
         "numpy>=1.26",
+        "filelock>=3.12",  # jobs sharing a cache or output folder take turns (videobert.safe_io)
         "faiss-cpu==1.15.1",
         "pillow>=10",  # thumbnail grids (PNG in the run folder, images in W&B)
         "matplotlib>=3.8",  # plots: curves, confusion matrices, results with their intervals

@@ -1,7 +1,8 @@
 """The built-in corpus as a DataModule: `prepare_data()` builds whatever is missing under `cache_dir`.
 
 corpus (train / val / test videos) -> raw shards -> feature shards -> tokenizer + visual vocabulary.
-Each stage is skipped when its output exists, so only the first run pays for it.
+Each stage is skipped when its output exists, so only the first run pays for it; jobs that share the cache
+(sweep agents on one machine) take turns building it and then all read the same files.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from videobert.extractors import BuiltinExtractor
 from videobert.features import extract_features
 from videobert.shards import build_shards
 from videobert.pretrained import bert_folder
+from videobert.safe_io import folder_lock, write_text
 from videobert.text import extend_vocab, train_wordpiece
 from videobert.vq import build_vocab
 
@@ -101,7 +103,7 @@ class QuickstartDataModule(VideoBertDataModule):
                                  "delete it or set data.cache_dir to another folder")
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps(settings, indent=1))
+            write_text(stamp, json.dumps(settings, indent=1))
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit" and self.hparams.val_split == "test":
@@ -110,6 +112,13 @@ class QuickstartDataModule(VideoBertDataModule):
         super().setup(stage)
 
     def prepare_data(self) -> None:
+        """Build what the cache lacks. Jobs sharing one cache take turns (a lock beside it): the second waits,
+        then finds every stage complete and reuses it; each file is renamed into place whole."""
+        with folder_lock(self.root, "quickstart cache"):
+            self._prepare()
+        super().prepare_data()  # shard indexes
+
+    def _prepare(self) -> None:
         hp, r = self.hparams, self.root
         self._check_stamp()
         for split, offset in SPLITS.items():
@@ -129,4 +138,3 @@ class QuickstartDataModule(VideoBertDataModule):
         if not self._vocab_file().exists():
             build_vocab(str(r / "features/train"), str(self._vocab_file()), hp.vocab_levels, hp.vocab_k,
                         seed=hp.corpus_seed, groups=BuiltinExtractor.groups if hp.factorised else None)
-        super().prepare_data()  # shard indexes

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import re
 from pathlib import Path
@@ -24,9 +25,12 @@ import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
+from videobert.preflight import STAGE_SPLITS, check, readable_shards
+from videobert.safe_io import TooManySkips
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
-from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, shard_urls, worker_batches
+from videobert.streaming import (MODES, ShardSet, ShardStream, StreamLoader, StreamState, resume_position,
+                                 shard_urls, worker_batches)
 from videobert.tasks import TASKS
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
@@ -56,16 +60,20 @@ def read_npy(buf: bytes) -> np.ndarray:
     return np.frombuffer(buf, dtype, count, end).reshape(shape, order="F" if fortran else "C")
 
 
-def decode_video(sample: dict, dim: int | None = None) -> dict:
-    """Raw tar members -> {"__key__", "features" (T, D) float32, "json"}; raises naming the sample."""
+def decode_video(sample: dict, dim: int | None = None, dtype: str | None = None) -> dict:
+    """Raw tar members -> {"__key__", "features" (T, D) float32, "json"}; raises naming the sample. `dim`,
+    `dtype`: the set's feature dimension and stored dtype (a sample that differs is rejected)."""
     where = f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}"
     for key in ("features.npy", "json"):
         if key not in sample:
             raise KeyError(f"{where}: no '{key}' member (is this a feature shard?)")
     try:
-        features = read_npy(sample["features.npy"]).astype(np.float32)
+        features = read_npy(sample["features.npy"])
     except ValueError as err:
         raise ValueError(f"{where}: features.npy cannot be read ({err})") from None
+    if dtype is not None and features.dtype != np.dtype(dtype):
+        raise ValueError(f"{where}: features stored as {features.dtype}, the set's are {np.dtype(dtype)}")
+    features = features.astype(np.float32)
     meta = json.loads(sample["json"])
     if features.ndim != 2 or len(features) != len(meta.get("clips", [])):
         raise ValueError(f"{where}: features {features.shape} do not match {len(meta.get('clips', []))} clips")
@@ -81,9 +89,9 @@ def _shard_name(url: str) -> str:
     return names[-1]
 
 
-def shard_sequences(shard_set: ShardSet, urls: list[str], unit: str = "sentences") -> list[int] | None:
-    """Sentences (= pretraining sequences) per shard, or `unit="samples"` videos, from the index; None if a
-    remote set has no index."""
+def shard_entries(shard_set: ShardSet, urls: list[str]) -> list[dict] | None:
+    """Each shard's index entry ({"samples", "sentences"}, or "error" for a shard that cannot be read); None if
+    a remote set has no index."""
     names = [_shard_name(u) for u in urls]
     if shard_set.index:
         with wds.gopen(shard_set.index) as f:
@@ -97,7 +105,7 @@ def shard_sequences(shard_set: ShardSet, urls: list[str], unit: str = "sentences
             index.update(load_index(folder, [Path(u).name for u in urls if Path(u).parent == folder]))
     else:
         return None
-    return [int(index[n][unit]) for n in names]
+    return [index[n] for n in names]
 
 
 class VideoBertDataModule(L.LightningDataModule):
@@ -183,10 +191,17 @@ class VideoBertDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.tokenizer = TextTokenizer(self._require("tokenizer"))
         self.vocab = None if self.features else VisualVocab.load(self._require("visual_vocab"))
-        self._feature_dim = self.vocab.dim if self.vocab else self._peek_feature_dim()
+        dim, self._feature_dtype = self._peek_features()
+        self._feature_dim = self.vocab.dim if self.vocab else dim
         self.task_data = self._task_data() if self.hparams.task else None
         if hasattr(self.task_data, "count_labels") and self._paths().get("train") is not None:
             self.task_data.train_counts = self.task_data.count_labels(self._train_metas())
+        if self.trainer is not None and stage in STAGE_SPLITS:
+            self.preflight(stage)
+
+    def preflight(self, stage: str | None = None) -> list:
+        """Every configured split against world size x workers (`videobert.preflight.check`)."""
+        return check(self, stage)
 
     def _task_data(self):
         """The fine-tuning task's Data stage (its examples, batches and metrics)."""
@@ -205,13 +220,19 @@ class VideoBertDataModule(L.LightningDataModule):
     def _train_metas(self):
         return (json.loads(s["json"]) for s in self._train_samples() if "json" in s)
 
-    def _peek_feature_dim(self) -> int:
-        """The clip-feature dimension, read from the first sample of the first configured split."""
+    def _peek_features(self) -> tuple[int, str]:
+        """The clip features' dimension and stored dtype, from the first good sample of the first configured
+        split (the set's: a sample that differs is a counted skip)."""
         for name in ("train", "val", "test"):
-            if self._paths()[name] is not None:  # (the first shard only: no index needed)
-                first = shard_urls(self._shard_sets(name)[0].urls)[0]
-                for sample in wds.tarfile_to_samples()([{"url": first}]):
-                    return int(decode_video(sample)["features"].shape[1])
+            if self._paths()[name] is not None:
+                samples = wds.tarfile_to_samples(handler=wds.warn_and_continue)({"url": u} for u in self._sets(name)[0][0])
+                for sample in itertools.islice(samples, 16):
+                    try:
+                        decode_video(sample)
+                    except (ValueError, KeyError):
+                        continue
+                    features = read_npy(sample["features.npy"])
+                    return int(features.shape[1]), features.dtype.str
         raise ValueError("data: no shards to read the clip-feature dimension from")
 
     def vocab_sizes(self) -> tuple[int, int]:
@@ -247,10 +268,18 @@ class VideoBertDataModule(L.LightningDataModule):
         """[(urls, examples per shard or None when unknown, weight)] of a split's shard sets; an example is a
         sentence (pretraining) or the fine-tuning task's unit."""
         unit = getattr(TASKS[self.hparams.task], "unit", "sentences") if self.hparams.task else "sentences"
-        resolved = []
+        resolved, bad = [], getattr(self, "_bad_shards", {})
         for s in self._shard_sets(name):
             urls = shard_urls(s.urls)
-            resolved.append((urls, shard_sequences(s, urls, unit), s.weight))
+            entries = shard_entries(s, urls)
+            if entries is None:
+                resolved.append((urls, None, s.weight))
+                continue
+            urls, counts, unreadable = readable_shards(name, s.urls, urls, entries, unit, bad)
+            if name == "train":  # (each unreadable training shard is one counted skip, once)
+                self.skips["skipped"] += len(set(unreadable) - set(bad))
+            self._bad_shards = bad = {**bad, **unreadable}
+            resolved.append((urls, counts, s.weight))
         return resolved
 
     def prepare_data(self) -> None:
@@ -275,7 +304,7 @@ class VideoBertDataModule(L.LightningDataModule):
         if samples is not None and samples < readers:  # (evaluation splits samples then: each rank needs one)
             raise ValueError(f"{name}: {samples} videos for {world} rank(s) x {max(1, workers)} worker(s) = {readers} "
                              "readers; every reader needs one (fewer devices or workers, or more videos)")
-        ds = ShardStream(sets, functools.partial(decode_video, dim=self._feature_dim), build, collate_fn,
+        ds = ShardStream(sets, functools.partial(decode_video, dim=self._feature_dim, dtype=self._feature_dtype), build, collate_fn,
                          hp.batch_size, mode, batches, rank, world, seed, state, pad=name == "train",
                          video_shuffle=hp.video_shuffle if shuffle else 0,
                          sequence_shuffle=hp.sequence_shuffle if shuffle else 0)
@@ -316,6 +345,9 @@ class VideoBertDataModule(L.LightningDataModule):
         builder = self.task_data or self._builder()
         loader = self._stream("train", sets, builder, builder.collate, hp.mode, k, hp.seed, hp.num_workers, self.state)
         loader.dataset.length = k * max(1, hp.num_workers)
+        if self.trainer:
+            loader.position = functools.partial(resume_position, self.trainer, self.set_epoch, hp.mode,
+                                                loader.dataset.length)
         return loader
 
     def val_dataloader(self):
@@ -390,6 +422,6 @@ class VideoBertDataModule(L.LightningDataModule):
         seen = self.skips["videos"] + self.skips["skipped"]
         rate = self.skips["skipped"] / max(1, seen)
         if seen >= self.hparams.skip_check_after and rate > self.hparams.max_skip_rate:
-            raise RuntimeError(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), more "
+            raise TooManySkips(f"{self.skips['skipped']} of {seen} samples were bad and skipped ({rate:.1%}), more "
                                f"than data.max_skip_rate={self.hparams.max_skip_rate:.1%}; the warnings above name "
                                "the files")

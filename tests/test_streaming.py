@@ -128,8 +128,9 @@ def test_bad_samples_are_counted_skips_and_a_threshold_stops_the_run(data, tmp_p
     batches = list(dm.train_dataloader())
     assert {k for b in batches for k in b["keys"]} == {"ok0", "ok1", "ok2"}
     videos, skipped = np.sum([b["data_stats"].numpy() for b in batches], 0)
-    assert skipped / (videos + skipped) == pytest.approx(5 / 8)  # per pass (padding repeats it): 3 good, and
-    # wrong dimension, no features.npy, unreadable npy, no json, a corrupt tar
+    assert skipped / (videos + skipped) == pytest.approx(4 / 7)  # per pass (padding repeats it): 3 good, and
+    # wrong dimension, no features.npy, unreadable npy, no json; the corrupt tar is skipped before streaming:
+    assert dm.skips["skipped"] == 1 and str(bad / "x-000001.tar") in dm._bad_shards  # counted once, by name
 
     strict = dm_for(data, str(bad), mode="exact", max_skip_rate=0.2, skip_check_after=5)
     with pytest.raises(RuntimeError, match="data.max_skip_rate=20.0%"):

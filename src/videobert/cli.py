@@ -140,6 +140,15 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1), exper
 
 
 def main() -> None:
+    from .safe_io import OneLineError, report
+
+    try:
+        _main()
+    except OneLineError as err:  # (a full disk, a shard set with nothing readable: one line, no traceback)
+        report(err)
+
+
+def _main() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.13 vs Lightning internals: not ours
     # our streams give every worker its own shards and batch count, so their __len__ is exact
     warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")

@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .safe_io import atomic_path, folder_lock, write_text
+
 VERBS = ["stir", "roll", "flip", "spin", "toss", "shake", "press", "cut", "pour", "peel"]
 NOUNS = ["tomato", "egg", "onion", "carrot", "potato", "cucumber", "lemon", "bread", "cheese", "fish"]
 # Videos follow recipes: each dish is an ordered list of (verb, noun or slot, probability the step is done);
@@ -288,13 +290,12 @@ def write_vtt(path: Path, cues: list[dict]) -> None:
     lines = ["WEBVTT", ""]
     for cue in cues:
         lines += [f"{_vtt_time(cue['start'])} --> {_vtt_time(cue['end'])}", cue["text"], ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text(path, "\n".join(lines))
 
 
 def write_mp4(path: Path, frames, fps: int, size: int) -> None:
-    """Encode RGB frames to H.264 (yuv420p) with PyAV; written to a temp name, then renamed."""
-    tmp = path.with_suffix(".tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
+    """Encode RGB frames to H.264 (yuv420p) with PyAV; written to a temp name of this process, then renamed."""
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
         stream.options = {"crf": "20", "preset": "veryfast"}
@@ -303,7 +304,6 @@ def write_mp4(path: Path, frames, fps: int, size: int) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def _make_video(args: tuple) -> tuple[str, dict]:
@@ -343,8 +343,26 @@ def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, 
     dish burns (sentiment negative); the others turn out well (positive).
 
     Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
+    Jobs building one folder at once take turns (`videobert.safe_io.folder_lock`); every file is renamed
+    into place whole, and a corpus finished with the same settings (`corpus.json`) is reused, not rebuilt.
     """
     out_dir = Path(out)
+    settings = {"version": CORPUS_VERSION, "num_videos": num_videos, "seed": seed, "size": size, "prefix": prefix,
+                "idle_prob": idle_prob, "mismatch_prob": mismatch_prob, "hold_out_pairs": hold_out_pairs,
+                "mark_held_out": mark_held_out, "burnt_prob": burnt_prob}
+    with folder_lock(out_dir, "corpus"):
+        stamp = out_dir / "corpus.json"
+        if (out_dir / "ground_truth.json").is_file() and stamp.is_file() and json.loads(stamp.read_text()) == settings:
+            print(f"corpus: {out_dir} is complete with these settings; reused")
+            return out_dir
+        _make_corpus(out_dir, num_videos, seed, size, prefix, idle_prob, mismatch_prob, hold_out_pairs,
+                     mark_held_out, burnt_prob, workers)
+        write_text(stamp, json.dumps(settings, indent=1))
+        return out_dir
+
+
+def _make_corpus(out_dir: Path, num_videos, seed, size, prefix, idle_prob, mismatch_prob, hold_out_pairs,
+                 mark_held_out, burnt_prob, workers) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).spawn(num_videos)
     jobs = [(str(out_dir), f"{prefix}{i:05d}", s, size, idle_prob, mismatch_prob, hold_out_pairs, mark_held_out,
@@ -354,7 +372,7 @@ def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, 
     truth = {"verbs": VERBS, "nouns": NOUNS, "fps": FPS, "held_out_pairs": HELD_OUT_PAIRS if hold_out_pairs or mark_held_out else [],
              "videos": videos}
     labels = {vid: {"sentiment": info["sentiment"]} for vid, info in videos.items()}
-    (out_dir / "labels.json").write_text(json.dumps(labels, indent=1))  # per-video labels for the shards' json
-    (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=1))
+    write_text(out_dir / "labels.json", json.dumps(labels, indent=1))  # per-video labels for the shards' json
+    write_text(out_dir / "ground_truth.json", json.dumps(truth, indent=1))
     print(f"corpus: {num_videos} videos ({sum(v['duration'] for v in videos.values()):.0f} s) -> {out_dir}")
     return out_dir

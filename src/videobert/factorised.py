@@ -68,16 +68,16 @@ class FactorisedVocab:
         return [self._leaves]
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.stem + ".tmp.npz")
         arrays = {"columns": np.asarray(self.columns, np.int64)}
         for g, p in enumerate(self.parts):
             arrays[f"group{g}_k"] = p.k
             arrays.update({f"group{g}_level{i}": c for i, c in enumerate(p.centroids)})
         if self.counts is not None:
             arrays["counts"] = self.counts
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        from .safe_io import atomic_path
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def from_npz(cls, f, part) -> "FactorisedVocab":

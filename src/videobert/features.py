@@ -14,6 +14,7 @@ likewise.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -30,6 +31,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .captions import CaptionError, sentences_from_meta
 from .extractors import make_extractor
+from .safe_io import DiskFull, folder_lock, full_message, is_full, sweep_temps, unique_tmp, write_text
 from .shards import VIDEO_EXTS, count_sentences, tar_writer, update_index
 from .streaming import assign_slots
 from .video import VideoError, iter_clips
@@ -150,11 +152,30 @@ class FeatureWriter(BasePredictionWriter):
         self.skipped = 0
 
     def _writer(self, dst: str):
-        if dst not in self.open:
-            self.open[dst] = (tar_writer(dst + ".tmp"), {"samples": 0, "sentences": 0})
+        if dst not in self.open:  # (a temp name of this process: two jobs never write one file)
+            tmp = unique_tmp(dst)
+            self.open[dst] = (tar_writer(tmp), {"samples": 0, "sentences": 0, "tmp": tmp})
         return self.open[dst]
 
+    def _discard(self, dst: str) -> None:
+        sink, entry = self.open.pop(dst)
+        with contextlib.suppress(OSError):
+            sink.close()
+        entry["tmp"].unlink(missing_ok=True)
+
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, item, batch_idx, dataloader_idx=0):
+        try:
+            self._on_item(item, prediction)
+        except OSError as err:  # a full disk: no partial shard is left, finished ones are kept for a rerun
+            if not is_full(err):
+                raise
+            written = sum(e["bytes"] for e in self.entries.values()) + sum(
+                e["tmp"].stat().st_size for _, e in self.open.values() if e["tmp"].exists())
+            for dst in list(self.open):
+                self._discard(dst)
+            raise DiskFull(full_message(self.out_dir, written)) from None
+
+    def _on_item(self, item: dict, prediction) -> None:
         kind, dst = item["kind"], item["dst"]
         if kind == "clips":
             self.pending.setdefault((dst, item["key"]), []).append(prediction)
@@ -167,13 +188,12 @@ class FeatureWriter(BasePredictionWriter):
         elif kind == "shard":
             sink, entry = self._writer(dst)  # (an input shard with no usable video gives an empty output shard)
             sink.close()
-            os.replace(dst + ".tmp", dst)
+            os.replace(entry.pop("tmp"), dst)
             self.entries[Path(dst).name] = {**entry, "bytes": Path(dst).stat().st_size}
             del self.open[dst]
         elif kind == "shard_failed":
             if dst in self.open:
-                self.open.pop(dst)[0].close()
-            Path(dst + ".tmp").unlink(missing_ok=True)
+                self._discard(dst)
             self.failed.append(item["error"])
             print(f"skip shard {item['error']}")
 
@@ -194,10 +214,9 @@ class FeatureWriter(BasePredictionWriter):
     def finish(self, rank: int, is_zero: bool, barrier=lambda: None) -> None:
         """Each rank leaves its index entries in a part file; rank 0 merges them into index.json."""
         for dst in list(self.open):  # a shard whose end never came (only if the reader broke): not kept
-            self.open.pop(dst)[0].close()
-            Path(dst + ".tmp").unlink(missing_ok=True)
-        part = self.out_dir / f"index.json.rank{rank}.part"
-        part.write_text(json.dumps({"entries": self.entries, "failed": self.failed, "skipped": self.skipped}))
+            self._discard(dst)
+        write_text(self.out_dir / f"index.json.rank{rank}.part",
+                   json.dumps({"entries": self.entries, "failed": self.failed, "skipped": self.skipped}))
         barrier()
         if not is_zero:
             return
@@ -243,8 +262,18 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
     srcs = sorted(Path(shards).glob("*.tar"))
     if not srcs:
         raise FileNotFoundError(f"{shards}: no .tar shards")
+    # one process: jobs writing one folder take turns (the second finds the shards done); a multi-process
+    # job's ranks each run this, so there the output folder must be its own (docs/scale_out.md)
+    single = trainer is None or (str(trainer.devices) == "1" and trainer.num_nodes == 1)
+    with folder_lock(out, "features") if single else contextlib.nullcontext():
+        if single:  # (holding the lock: a temp file here is a killed job's)
+            sweep_temps(out, "*.tar")
+        return _extract(srcs, Path(out), extractor, fps, clip_frames, clips_per_batch, workers, keep_video, trainer)
+
+
+def _extract(srcs: list[Path], out_dir: Path, extractor: str, fps: float, clip_frames: int, clips_per_batch: int,
+             workers: int, keep_video: bool, trainer: TrainerOptions | None) -> list[Path]:
     model = make_extractor(extractor)
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(str(s), str(out_dir / s.name)) for s in srcs if not (out_dir / s.name).exists()]
     print(f"features: {len(jobs)} of {len(srcs)} shards to extract ({len(srcs) - len(jobs)} already done)")

@@ -21,6 +21,7 @@ import torch
 import webdataset as wds
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from .safe_io import atomic_path, disk_full, write_text
 from .shards import VIDEO_EXTS
 
 
@@ -94,6 +95,10 @@ class PredictionWriter(BasePredictionWriter):
         self.out = Path(out_dir) / "predictions"
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        with disk_full(self.out, lambda: _bytes(self.out)):  # (a full disk: one line; each .npy appears whole)
+            self._write(trainer, prediction)
+
+    def _write(self, trainer, prediction) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         rank = trainer.global_rank
         if "error" in prediction:
@@ -101,8 +106,9 @@ class PredictionWriter(BasePredictionWriter):
                 f.write(json.dumps({"video": prediction["video"], "error": prediction["error"]}) + "\n")
             print(f"skip {prediction['error']}")
             return
-        np.save(self.out / f"{prediction['video']}.clips.npy", prediction.pop("clip_embeddings"))
-        np.save(self.out / f"{prediction['video']}.video.npy", prediction.pop("video_embedding"))
+        for name, key in (("clips", "clip_embeddings"), ("video", "video_embedding")):
+            with atomic_path(self.out / f"{prediction['video']}.{name}.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, prediction.pop(key))
         with open(self.out / f"predictions.rank{rank}.jsonl", "a") as f:
             f.write(json.dumps(prediction) + "\n")
 
@@ -110,13 +116,20 @@ class PredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
             return
+        with disk_full(self.out, lambda: _bytes(self.out)):
+            self._merge()
+
+    def _merge(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         rows = [json.loads(line) for p in sorted(self.out.glob("predictions.rank*.jsonl")) for line in open(p)]
         skipped = [json.loads(line) for p in sorted(self.out.glob("skipped.rank*.jsonl")) for line in open(p)]
-        with open(self.out / "predictions.jsonl", "w") as f:
-            for row in sorted(rows, key=lambda r: r["video"]):
-                f.write(json.dumps(row) + "\n")
-        (self.out / "skipped.json").write_text(json.dumps(sorted(skipped, key=lambda r: r["video"]), indent=1))
+        write_text(self.out / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["video"])))
+        write_text(self.out / "skipped.json", json.dumps(sorted(skipped, key=lambda r: r["video"]), indent=1))
         for part in [*self.out.glob("predictions.rank*.jsonl"), *self.out.glob("skipped.rank*.jsonl")]:
             part.unlink()
         print(f"predict: {len(rows)} videos -> {self.out}/predictions.jsonl; skipped {len(skipped)}")
+
+
+def _bytes(folder: Path) -> int:
+    """Bytes of the files in `folder` (what a prediction run has written so far)."""
+    return sum(p.stat().st_size for p in folder.glob("*") if p.is_file()) if folder.is_dir() else 0

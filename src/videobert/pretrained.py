@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .model import VideoBert, VideoBertConfig
+from .safe_io import atomic_path, write_text
 
 HF_LAYER = {"attention.self.query": "attention.query", "attention.self.key": "attention.key",
             "attention.self.value": "attention.value", "attention.output.dense": "attention.dense",
@@ -155,17 +156,24 @@ def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visua
     out.mkdir(parents=True, exist_ok=True)
     if lowercase is None:
         lowercase = TextTokenizer(tokenizer_vocab).lowercase
-    (out / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": lowercase}))
-    (out / "config.json").write_text(json.dumps({"model_type": "videobert", **dataclasses.asdict(model.cfg)},
-                                                indent=1))
+    # each file is renamed into place whole; a full disk is one line naming the folder
+    write_text(out / "tokenizer_config.json", json.dumps({"do_lower_case": lowercase}))
+    write_text(out / "config.json", json.dumps({"model_type": "videobert", **dataclasses.asdict(model.cfg)}, indent=1))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    shutil.copyfile(tokenizer_vocab, out / "vocab.txt")
+    needed = sum(v.numel() * v.element_size() for v in state.values())
+    with atomic_path(out / "model.safetensors", needed) as tmp:
+        save_file(state, str(tmp))
+    _copy(tokenizer_vocab, out / "vocab.txt")
     if not model.cfg.feature_dim:
-        shutil.copyfile(visual_vocab, out / "visual_vocab.npz")
+        _copy(visual_vocab, out / "visual_vocab.npz")
     if extractor is not None:
-        (out / "extractor.json").write_text(json.dumps(extractor, indent=1))
+        write_text(out / "extractor.json", json.dumps(extractor, indent=1))
     return out
+
+
+def _copy(src: str | Path, dst: Path) -> None:
+    with atomic_path(dst, Path(src).stat().st_size) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def load_pretrained(folder: str | Path):
@@ -204,6 +212,7 @@ def export_head(ckpt: dict, out: str | Path) -> bool:
         return False
     state = {k.removeprefix("net."): v.contiguous() for k, v in ckpt["state_dict"].items()
              if k.startswith("net.") and not k.startswith("net.encoder.")}
-    save_file(state, str(Path(out) / "captioner.safetensors"))
-    (Path(out) / "captioner.json").write_text(json.dumps(head, indent=1))
+    with atomic_path(Path(out) / "captioner.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_text(Path(out) / "captioner.json", json.dumps(head, indent=1))
     return True

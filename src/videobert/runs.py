@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from .safe_io import disk_full
+
 RUN_ENV = "VIDEOBERT_RUN_ID"  # how Lightning's re-executed DDP ranks learn the id their launcher chose
 _PLACED = itertools.count()
 LOGGER_DIRS = {"WandbLogger": "save_dir", "CSVLogger": "save_dir", "TensorBoardLogger": "save_dir"}
@@ -206,11 +208,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # named without "last" or ".ckpt": Lightning's `--ckpt_path last` picks any file with "last" in its name
         tmp = path.with_name("." + hashlib.sha1(path.name.encode()).hexdigest()[:12] + ".partial")
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
+            with disk_full(path.parent, lambda: tmp.stat().st_size if tmp.exists() else 0):
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+        except BaseException:  # (a full disk: one line naming the folder, the previous checkpoint kept)
             tmp.unlink(missing_ok=True)
             raise

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .safe_io import atomic_path, folder_lock, write_text
 from .shards import VIDEO_EXTS
 from .tasks.zero_shot import TEMPLATE, template_masks
 
@@ -51,7 +52,12 @@ def _window_rows(pipe, path: Path, window: int, keep: int) -> dict[str, np.ndarr
 
 def build_index(videos: str, model: str, out: str, window: int = 3, keep: int = 64) -> Path:
     """Index every video of the folder `videos` with the export folder `model` into the folder `out`; a rerun
-    embeds only new or changed videos. Returns `out`."""
+    embeds only new or changed videos. Returns `out`. Jobs indexing into one folder take turns (a lock)."""
+    with folder_lock(out, "index"):
+        return _build_index(videos, model, out, window, keep)
+
+
+def _build_index(videos: str, model: str, out: str, window: int, keep: int) -> Path:
     from .api import VideoBertPipeline
 
     out_dir, found = Path(out), sorted(p for p in Path(videos).iterdir() if p.suffix.lower() in VIDEO_EXTS)
@@ -81,9 +87,10 @@ def build_index(videos: str, model: str, out: str, window: int = 3, keep: int = 
     if not parts:
         raise ValueError(f"{videos}: no video could be indexed ({skipped})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / "windows.npz", **{k: np.concatenate([p[k] for p in parts]) for k in ARRAYS})
-    (out_dir / "index.json").write_text(json.dumps({"model": str(Path(model).resolve()), "window": window,
-                                                    "keep": keep, "videos": videos_meta}, indent=1))
+    with atomic_path(out_dir / "windows.npz") as tmp, open(tmp, "wb") as f:  # (each file renamed in whole)
+        np.savez(f, **{k: np.concatenate([p[k] for p in parts]) for k in ARRAYS})
+    write_text(out_dir / "index.json", json.dumps({"model": str(Path(model).resolve()), "window": window,
+                                                   "keep": keep, "videos": videos_meta}, indent=1))
     print(f"index: {len(videos_meta)} videos ({added} embedded now, {len(videos_meta) - added} kept), "
           f"{sum(len(p['start']) for p in parts)} windows -> {out_dir}; skipped {len(skipped)}")
     for line in skipped:

@@ -6,23 +6,23 @@ corpus-wide caption file (HowTo100M `caption.json`, YouCook2 annotations; see ca
 Sample keys (video2dataset-compatible): `__key__` (the sanitized stem), `mp4` (or the source container's
 extension) holding the video bytes, `json` ({"video_id", "duration", "sentences": [...]}) and `txt`
 (the transcript). Bad inputs are reported by file name and skipped; a summary is printed at the end.
-A shard is written to a temp name and renamed when complete, so a rerun skips finished shards.
+A shard is written to a temp name and renamed when complete, so a rerun skips finished shards; jobs that
+build one folder at once take turns (a lock beside it), so the second reuses the first one's shards.
 `index.json` beside the shards records the sample count of each shard.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
 import tarfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import webdataset as wds
 
 from .captions import CaptionError, read_caption_index, read_captions
+from .safe_io import atomic_path, folder_lock, sweep_temps, write_text
 from .video import VideoError, probe_duration
 
 # containers PyAV (FFmpeg) decodes; a member of a shard keeps its source's extension as its key (video2dataset
@@ -80,25 +80,28 @@ def tar_writer(path: str | Path) -> wds.TarWriter:
 
 
 def write_shard(path: Path, samples) -> dict:
-    """Write samples to `path` atomically (temp name, then rename). Returns its index entry."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write samples to `path` atomically (a temp name of this process, then rename; a full disk is one line,
+    with nothing left under either name). Returns its index entry."""
     entry = {"samples": 0, "sentences": 0}
-    with tar_writer(tmp) as sink:
+    with atomic_path(path) as tmp, tar_writer(tmp) as sink:
         for sample in samples:
             sink.write(sample)
             entry["samples"] += 1
             entry["sentences"] += count_sentences(sample.get("json", {}))
-    os.replace(tmp, path)
     return {**entry, "bytes": path.stat().st_size}
 
 
 def scan_shard(path: Path) -> dict:
     """The index entry of an existing shard, read from its `json` members (a shard that cannot be read
     is reported and counted as empty: the stream will skip it and count that)."""
-    entry = {"samples": 0, "sentences": 0}
+    entry, size = {"samples": 0, "sentences": 0}, path.stat().st_size
     try:
+        if size % 512:  # (a tar is whole 512-byte blocks: a shard cut short by a kill or a full disk is not)
+            raise tarfile.ReadError(f"truncated: {size} bytes is not a whole number of 512-byte tar blocks")
         with tarfile.open(path) as tar:
             for member in tar:
+                if member.offset_data + member.size > size:
+                    raise tarfile.ReadError(f"truncated: {member.name} ends past the end of the file")
                 if member.name.endswith(".json"):
                     entry["samples"] += 1
                     entry["sentences"] += count_sentences(tar.extractfile(member).read())
@@ -109,13 +112,13 @@ def scan_shard(path: Path) -> dict:
 
 
 def update_index(out_dir: Path, entries: dict[str, dict]) -> None:
-    """Merge {shard name: {"samples", "sentences"}} into `out_dir/index.json` (written atomically)."""
+    """Merge {shard name: {"samples", "sentences"}} into `out_dir/index.json` (written atomically; concurrent
+    writers take turns, so no job's entries are lost)."""
     index_path = out_dir / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {}
-    index.update(entries)
-    tmp = index_path.with_name(f"index.json.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(dict(sorted(index.items())), indent=1))
-    os.replace(tmp, index_path)
+    with folder_lock(index_path, "index"):
+        index = json.loads(index_path.read_text()) if index_path.exists() else {}
+        index.update(entries)
+        write_text(index_path, json.dumps(dict(sorted(index.items())), indent=1))
 
 
 def load_index(folder: Path, names: list[str]) -> dict[str, dict]:
@@ -160,8 +163,15 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
     each bad one is reported with its file name and the reason, then skipped.
     """
     out_dir = Path(out)
+    with folder_lock(out_dir, "shards"):  # (a second job waits, then finds the shards done)
+        sweep_temps(out_dir, "*.tar")  # (a killed job's)
+        return _build_shards(Path(videos), out_dir, samples_per_shard, prefix, captions, labels)
+
+
+def _build_shards(videos: Path, out_dir: Path, samples_per_shard: int, prefix: str, captions: str | None,
+                  labels: str | None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    found = sorted(p for p in Path(videos).iterdir() if p.suffix.lower() in VIDEO_EXTS)
+    found = sorted(p for p in videos.iterdir() if p.suffix.lower() in VIDEO_EXTS and not p.name.startswith("."))
     if not found:
         raise FileNotFoundError(f"{videos}: no videos ({', '.join(VIDEO_EXTS)})")
     index = read_caption_index(captions) if captions else None

@@ -24,6 +24,7 @@ arrays, pickled through the pipe (~0.3 ms a batch), instead of one shared-memory
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
+
+from .safe_io import NoReadableData
 
 log = logging.getLogger(__name__)
 MODES = ("resampled", "exact")
@@ -95,7 +98,8 @@ class SkipCounter:
         self.skipped += 1
         self._in_a_row += 1
         if self._in_a_row > self.max_in_a_row:
-            raise RuntimeError(f"{self._in_a_row} bad samples or shards in a row, the last: {exn}") from exn
+            raise NoReadableData(f"{self._in_a_row} bad samples or shards in a row, nothing readable left; the last: "
+                                 f"{exn}") from None
         if self._logged < self.log_first:
             self._logged += 1
             log.warning("skipped a bad sample: %s: %s", type(exn).__name__, exn)
@@ -158,11 +162,14 @@ class ShardStream(torch.utils.data.IterableDataset):
         return self.length
 
     def _slot(self) -> tuple[int, int, np.random.Generator]:
+        """(slot, slots, the slot's generator). Exact mode seeds by the epoch alone: a resumed epoch deals and
+        shuffles as it did, and its loader skips the batches already trained (`StreamLoader.position`)."""
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         epoch, step = self.state.get()
         slot = self.rank * workers + worker
-        return slot, self.world * workers, np.random.default_rng([self.seed, self.rank, worker, epoch, step])
+        rng = np.random.default_rng([self.seed, self.rank, worker, epoch, 0 if self.mode == "exact" else step])
+        return slot, self.world * workers, rng
 
     def _exact_passes(self, slot: int, slots: int, rng: np.random.Generator, skips: SkipCounter):
         """The slot's sequences, pass after pass; each pass has its own shuffle buffers, so a padding
@@ -181,7 +188,7 @@ class ShardStream(torch.utils.data.IterableDataset):
             if not self.pad:
                 return
             if skips.videos_total == before:
-                raise RuntimeError(f"reader {slot}: no usable sample in {mine} (see the skipped-sample warnings)")
+                raise NoReadableData(f"reader {slot}: no usable sample in {mine} (see the skipped-sample warnings)")
 
     def _sequences(self, videos, rng: np.random.Generator):
         """Videos -> shuffled videos -> sequences -> shuffled sequences."""
@@ -255,21 +262,53 @@ def _as_is(batch):
 
 
 class StreamLoader(torch.utils.data.DataLoader):
-    """DataLoader of a `ShardStream` (batch_size=None): batches cross from workers as numpy (see above)."""
+    """DataLoader of a `ShardStream` (batch_size=None): batches cross from workers as numpy (see above).
 
-    def __init__(self, stream: "ShardStream", num_workers: int = 0):
+    Resumable: `position` (set by the DataModule) is called when an iteration's first batch is asked for,
+    after a resumed fit has restored its loops; it sets the stream's epoch and step and returns how many of
+    the epoch's batches were already trained, which are then read and dropped (worker w of W made batches
+    w, w + W, ... : a DataLoader takes them from its workers in turn). Workers start only then, so they see the
+    restored epoch. The position lives in the checkpoint's loop state; `state_dict` adds nothing."""
+
+    def __init__(self, stream: "ShardStream", num_workers: int = 0, position=None):
         super().__init__(stream, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
                          persistent_workers=num_workers > 0)
+        self.position = position
 
     def __iter__(self):
-        return map(_unpack, super().__iter__())
+        return self._lazy()
+
+    def _lazy(self):
+        skip = self.position() if self.position is not None else 0
+        yield from itertools.islice(map(_unpack, super().__iter__()), skip, None)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def resume_position(trainer, set_epoch, mode: str, epoch_batches: int) -> int:
+    """`StreamLoader.position` of a training loader: at an epoch's first batch (after a resumed fit restored its
+    loops) the stream's epoch and step (`set_epoch`); in exact mode also the batches of this epoch already
+    trained, to skip, so every remaining sample is read once. Resampled mode is reseeded by the restored step
+    instead (no replay of the epoch's first batches) and skips nothing."""
+    set_epoch(trainer.current_epoch, trainer.global_step)
+    done = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # (0 at a fresh epoch's first batch)
+    if mode != "exact" or not 0 < done < epoch_batches:
+        return 0
+    if trainer.is_global_zero:
+        print(f"train (exact): resuming epoch {trainer.current_epoch} after {done} of its {epoch_batches} batches "
+              "per rank; the stream reads and skips them", flush=True)
+    return done
 
 
 def _draw_forever(urls: list[str], sizes: list[int], rng: np.random.Generator):
     """Shards with replacement, each with probability proportional to its size (empty ones never)."""
     p = np.asarray(sizes, np.float64)
     if p.sum() <= 0:
-        raise ValueError(f"{urls[0]} ...: every shard of this set is empty (index.json says 0 sentences)")
+        raise NoReadableData(f"{urls[0]} ...: every shard of this set is empty (index.json says 0 sentences)")
     p /= p.sum()
     while True:
         yield urls[int(rng.choice(len(urls), p=p))]

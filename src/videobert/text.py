@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import BertWordPieceTokenizer
+
+from .safe_io import atomic_path, write_text
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[>]"]
 
@@ -87,16 +88,14 @@ def extend_vocab(vocab_file: str | Path, words: Iterable[str], out_dir: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     config = source.with_name("tokenizer_config.json")
     if config.is_file():  # (first: vocab.txt present marks the folder as done)
-        shutil.copyfile(config, out / "tokenizer_config.json")
+        write_text(out / "tokenizer_config.json", config.read_text(encoding="utf-8"))
     lines = source.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    tmp = out / "vocab.txt.tmp"
-    tmp.write_text("\n".join(lines + added) + "\n", encoding="utf-8")
-    still = [w for w in added if TextTokenizer(tmp, tok.lowercase).single_id(w) is None]
-    if still:  # (e.g. a word with a space or a hyphen: the basic tokenizer splits it before WordPiece)
-        tmp.unlink()
-        raise ValueError(f"{source}: {still} stay more than one token even when appended (zero-shot needs label "
-                         "words of one piece: no spaces or punctuation)")
-    tmp.replace(out / "vocab.txt")
+    with atomic_path(out / "vocab.txt") as tmp:  # (vocab.txt marks the folder done: renamed in last, whole)
+        tmp.write_text("\n".join(lines + added) + "\n", encoding="utf-8")
+        still = [w for w in added if TextTokenizer(tmp, tok.lowercase).single_id(w) is None]
+        if still:  # (e.g. a word with a space or a hyphen: the basic tokenizer splits it before WordPiece)
+            raise ValueError(f"{source}: {still} stay more than one token even when appended (zero-shot needs "
+                             "label words of one piece: no spaces or punctuation)")
     return added
 
 
@@ -125,5 +124,4 @@ def train_wordpiece(texts: Iterable[str], out_dir: str | Path, vocab_size: int =
     vocab += words[:vocab_size - len(vocab)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return out / "vocab.txt"
+    return write_text(out / "vocab.txt", "\n".join(vocab) + "\n")

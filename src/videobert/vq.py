@@ -30,6 +30,7 @@ import numpy as np
 import webdataset as wds
 
 from .factorised import FactorisedVocab, parse_groups
+from .safe_io import atomic_path, folder_lock, write_text
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,9 @@ class VisualVocab:
         return node
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        tmp = path.with_name(path.stem + ".tmp.npz")
         extra = {} if self.counts is None else {"counts": self.counts}
-        np.savez(tmp, k=self.k, **extra, **{f"level{i}": c for i, c in enumerate(self.centroids)})
-        tmp.replace(path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # (a file object: savez adds no .npz to its name)
+            np.savez(f, k=self.k, **extra, **{f"level{i}": c for i, c in enumerate(self.centroids)})
 
     @classmethod
     def load(cls, path: str | Path) -> "VisualVocab":
@@ -180,6 +179,20 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
     shards = sorted(str(p) for p in Path(features).glob("*.tar"))
     if not shards:
         raise FileNotFoundError(f"{features}: no .tar feature shards")
+    build = {"levels": levels, "k": k, "groups": groups, "seed": seed, "niter": niter, "nredo": nredo,
+             "points_per_centroid": points_per_centroid, "max_points": max_points,
+             "shards": [[Path(p).name, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in shards]}
+    with folder_lock(out, "vocab"):  # (jobs fitting one file take turns; it is renamed into place whole)
+        sidecar = Path(out).with_suffix(".json")
+        if Path(out).is_file() and sidecar.is_file() and json.loads(sidecar.read_text()).get("build") == build:
+            print(f"vocab: {out} was fitted on these shards with these settings; reused")
+            return Path(out)
+        return _build_vocab(shards, out, levels, k, max_points, niter, seed, nredo, points_per_centroid, groups,
+                            build)
+
+
+def _build_vocab(shards: list[str], out: str, levels: int, k: int, max_points: int, niter: int, seed: int, nredo: int,
+                 points_per_centroid: int | None, groups: list[list[int]] | None, build: dict) -> Path:
     x = load_features(shards, max_points, seed)
     cols = [(0, x.shape[1])]
     if groups:
@@ -206,9 +219,10 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
         log.warning("vocab: most used visual words (%.0f%%) stand for fewer than %d training clips: each inherits "
                     "the narration of a handful of clips; fewer words (levels x k) suit %d clips better",
                     100 * usage["share_below"], FEW_CLIPS, len(x))
-    (Path(out).with_suffix(".json")).write_text(json.dumps(
+    write_text(Path(out).with_suffix(".json"), json.dumps(
         {"levels": levels, "k": k, "groups": groups, "points": len(x), "dim": x.shape[1], "seed": seed, "niter": niter,
-         "nredo": nredo, "points_per_centroid": points_per_centroid, "sampled_nodes": sampled, **usage}))
+         "nredo": nredo, "points_per_centroid": points_per_centroid, "sampled_nodes": sampled, **usage,
+         "build": build}))  # (what a later job compares to reuse this file)
     return Path(out)
 
 

@@ -127,7 +127,7 @@ def test_macro_f1_and_majority_baseline_by_hand():
 
 def _test_video(cache) -> dict:
     """The first held-out video of the tiny corpus, decoded as the DataModule does."""
-    from data_modules.videobert import decode_video
+    from videobert.samples import decode_video
 
     shard = sorted((cache / "features/test").glob("*.tar"))[0]
     return decode_video(next(iter(wds.WebDataset(str(shard), shardshuffle=False))))

@@ -139,7 +139,7 @@ def test_bad_samples_are_counted_skips_and_a_threshold_stops_the_run(data, tmp_p
 
 
 def test_read_npy_equals_np_load_and_rejects_bad_bytes():
-    from data_modules.videobert import read_npy
+    from videobert.samples import read_npy
 
     arrays = [np.arange(12, dtype=np.float16).reshape(3, 4), np.asfortranarray(np.ones((2, 5))),
               np.zeros((0, 8), np.float32), np.arange(6, dtype=np.int64)]

@@ -24,6 +24,7 @@ import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
+from videobert.cli_errors import check_range
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, worker_batches
@@ -113,6 +114,22 @@ def shard_sequences(shard_set: ShardSet, urls: list[str], unit: str = "sentences
     return [int(index[n][unit]) for n in names]
 
 
+def _check_ranges(args: dict) -> None:
+    """Numeric settings a typo can put out of range: one clear error at construction, before any data is read."""
+    for name in ("mask_prob", "val_mask_prob", "negative_prob", "hard_negatives", "max_skip_rate"):
+        check_range(f"data.{name}", args[name], 0.0, 1.0)
+    for name in ("batch_size", "max_text_tokens", "max_visual_words", "max_sentences", "max_subsample"):
+        check_range(f"data.{name}", args[name], 1)
+    for name in ("num_workers", "video_shuffle", "sequence_shuffle", "skip_check_after"):
+        check_range(f"data.{name}", args[name], 0)
+    for name in ("batches_per_epoch", "val_batches"):
+        check_range(f"data.{name}", args[name], 1)
+    mix = args["mix"]
+    if len(mix) != 3 or any(m < 0 for m in mix) or not sum(mix) > 0:
+        raise ValueError(f"data.mix={list(mix)}: expected 3 non-negative shares, not all 0 (paired, text only, "
+                         "video only; normalised to sum to 1)")
+
+
 class VideoBertDataModule(L.LightningDataModule):
     def __init__(self, train_shards: str | list[ShardSet] | None = None, val_shards: str | None = None,
                  test_shards: str | None = None, tokenizer: str | None = None, visual_vocab: str | None = None,
@@ -151,6 +168,7 @@ class VideoBertDataModule(L.LightningDataModule):
             raise ValueError(f"data.task={task!r}: expected a fine-tuning task, one of {finetune}")
         if video_input not in ("words", "features"):
             raise ValueError(f"data.video_input={video_input!r}: expected 'words' (VideoBERT) or 'features' (CBT)")
+        _check_ranges(locals())
         if mode == "exact" and max_sentences > 1:
             raise ValueError("data.mode=exact cannot size an epoch when sentences are concatenated at random "
                              "(max_sentences > 1): use mode=resampled, or max_sentences=1")

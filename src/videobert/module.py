@@ -15,10 +15,21 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
+from .cli_errors import check_range
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
 from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
+
+
+def _check_ranges(args: dict) -> None:
+    """Numeric settings a typo can put out of range: one clear error before anything is built or read."""
+    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
+        check_range(f"model.{name}", args[name], 1)
+    check_range("model.dropout", args["dropout"], 0.0, 1.0)
+    check_range("model.lr", args["lr"], 0.0, low_open=True)
+    check_range("model.weight_decay", args["weight_decay"], 0.0)
+    check_range("model.warmup_steps", args["warmup_steps"], 0)
 
 
 class VideoBertModule(L.LightningModule):
@@ -39,6 +50,7 @@ class VideoBertModule(L.LightningModule):
         and `feature_dim` (CBT: clip features instead of visual words) come from the DataModule, and so do
         `visual_groups` (factorised visual words: each group's vocabulary size)."""
         super().__init__()
+        _check_ranges(locals())
         self.save_hyperparameters()
         self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, "nce_loss": 1.0, "xmodal_loss": 1.0}
         unknown = set(loss_weights or {}) - set(self.loss_weights)

@@ -70,7 +70,14 @@ def summarise(runs: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1),
            experiments: list[str] = EXPERIMENTS, root: str = "runs/spread") -> Path:
-    """Fit and zero-shot-test every experiment with every seed on every corpus build; write `<root>/spread.json`."""
+    """Fit and zero-shot-test every experiment with every seed on every corpus build; write `<root>/spread.json`.
+
+    Args:
+        seeds: the training seeds.
+        corpus_seeds: the seeds of the corpus builds.
+        experiments: the experiment names (files experiments/<name>.yaml).
+        root: the folder for the runs and spread.json.
+    """
     path = Path(root) / "spread.json"
     kept = []  # the other experiments' runs stay (e.g. one experiment measured anew after a change); read first,
     if path.is_file():  # so a bad file stops the command before hours of fits, not after

@@ -101,7 +101,7 @@ def _videobert_cli():
     from data_modules import VideoBertDataModule
 
     from .cli_errors import CKPT_WORDS, check_path, root_message
-    from .console import fit_summary, progress_bar
+    from .console import drop_wandb_anonymous, fit_summary, progress_bar
     from .runs import AtomicCheckpointIO, LinkLatest, place_run
     from .tracking import RunRecord, SaveRunConfig, Throughput
 
@@ -114,8 +114,12 @@ def _videobert_cli():
             parser.set_defaults({"model": {"class_path": "videobert.module.VideoBertModule"}})
             parser.add_argument("--run_id", type=str | None, default=None,
                                 help="this run's folder name and W&B id (default: from the environment, or new)")
-            if any(a.dest == "verbose" for a in parser._actions):  # test/validate: our summary, not Lightning's table
+
+        def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            if subcommand == "test":  # the test task prints its own summary, not Lightning's table of every metric
                 parser.set_defaults({"verbose": False})
+            return parser
 
         def before_instantiate_classes(self):
             config = self.config[self.subcommand] if self.subcommand else self.config
@@ -143,7 +147,9 @@ def _videobert_cli():
             plugins = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
             if not any(hasattr(p, "save_checkpoint") for p in plugins):  # a CheckpointIO of the user's wins
                 config["plugins"] = [*plugins, AtomicCheckpointIO()]
-            return super()._instantiate_trainer(config, callbacks)
+            trainer = super()._instantiate_trainer(config, callbacks)
+            drop_wandb_anonymous(trainer)
+            return trainer
 
         def after_fit(self):
             if self.trainer.is_global_zero:

@@ -2,6 +2,7 @@
 finished fit left its run folder, checkpoint and W&B run, and no warnings a user cannot act on."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -14,8 +15,6 @@ from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 QUIET = (
     # run folders are new per run; ModelCheckpoint's dirpath is set inside one on purpose (see runs.py)
     r".*Checkpoint directory .* exists and is not empty.*",
-    # jsonargparse/W&B: WandbLogger passes W&B's deprecated `anonymous` setting to wandb.init
-    r".*anonymous.*",
     # our streams give every worker its own shards and batch count, so their __len__ is exact
     r".*`IterableDataset` has `__len__` defined.*",
     # `videobert` hands LightningCLI its own command line as `args` (so in-process runs and the shell agree)
@@ -27,9 +26,28 @@ QUIET = (
 )
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... try installing litlogger" line (an advertisement, printed by every run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡 Tip" not in record.getMessage()
+
+
 def quiet_warnings() -> None:
     for pattern in QUIET:
         warnings.filterwarnings("ignore", message=pattern)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoAdverts())
+
+
+def drop_wandb_anonymous(trainer) -> None:
+    """Lightning's WandbLogger hands wandb.init `anonymous=None`, which W&B 0.31 answers with a warning on every run
+    ("The anonymous setting has no effect"): leave the setting out unless the user asked for it."""
+    for logger in trainer.loggers:
+        init = getattr(logger, "_wandb_init", None)
+        if type(logger).__name__ == "WandbLogger" and isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
 
 
 def last_epoch(trainer) -> int | None:

@@ -148,6 +148,8 @@ def _videobert_cli():
             if not any(hasattr(p, "save_checkpoint") for p in plugins):  # a CheckpointIO of the user's wins
                 config["plugins"] = [*plugins, AtomicCheckpointIO()]
             trainer = super()._instantiate_trainer(config, callbacks)
+            if trainer.is_global_zero:  # (before W&B starts: it looks for the git root from there)
+                self.run_dir.mkdir(parents=True, exist_ok=True)
             drop_wandb_anonymous(trainer)
             return trainer
 

@@ -15,6 +15,8 @@ from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 QUIET = (
     # run folders are new per run; ModelCheckpoint's dirpath is set inside one on purpose (see runs.py)
     r".*Checkpoint directory .* exists and is not empty.*",
+    # an evaluation's run folder is new: the checkpoint's ModelCheckpoint state (best scores) is not needed there
+    r".*The dirpath has changed from.*",
     # our streams give every worker its own shards and batch count, so their __len__ is exact
     r".*`IterableDataset` has `__len__` defined.*",
     # `videobert` hands LightningCLI its own command line as `args` (so in-process runs and the shell agree)
@@ -87,7 +89,7 @@ def wandb_line(trainer) -> str | None:
             run = logger.experiment
             if getattr(run, "offline", False) or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
                 folder = _shown(Path(run.dir).parent)
-                return f"W&B run:    {run.id} (offline: {folder}; upload with `wandb sync {folder}`)"
+                return f"W&B run:    {folder} (offline; `wandb sync {folder}` uploads it)"
             return f"W&B run:    {run.url}"
     return None
 

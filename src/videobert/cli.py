@@ -125,7 +125,7 @@ def _videobert_cli():
             config = self.config[self.subcommand] if self.subcommand else self.config
             ckpt = config.get("ckpt_path")
             if ckpt and not (self.subcommand == "fit" and ckpt in CKPT_WORDS):  # (fit: `last` = newest run's)
-                check_path("ckpt_path", ckpt, "file", "a checkpoint written by `videobert fit`")
+                check_path("ckpt_path", ckpt, "checkpoint", "a checkpoint written by `videobert fit`")
             self.run_dir = place_run(config, self.subcommand or "fit", config.get("run_id"))
 
         def instantiate_classes(self):

@@ -12,6 +12,7 @@ import importlib
 import inspect
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 DEBUG_ENV = "VIDEOBERT_DEBUG"
@@ -40,11 +41,11 @@ PATHS = {
     ("data shards", "labels"): ("file", "a json file {video stem: {field: value}}"),
     ("data features", "shards"): ("dir", "a folder of .tar shards written by `videobert data shards`"),
     ("data vocab", "features"): ("dir", "a folder of feature shards written by `videobert data features`"),
-    ("export", "ckpt_path"): ("file", "a checkpoint written by `videobert fit`"),
+    ("export", "ckpt_path"): ("checkpoint", "a checkpoint written by `videobert fit`"),
     ("index", "videos"): ("dir", "a folder of videos"),
     ("index", "model"): ("dir", "a model folder written by `videobert export`"),
     ("search", "index"): ("dir", "a folder written by `videobert index`"),
-    **{(c, "ckpt_path"): ("file", "a checkpoint written by `videobert fit`") for c in LIGHTNING_COMMANDS},
+    **{(c, "ckpt_path"): ("checkpoint", "a checkpoint written by `videobert fit`") for c in LIGHTNING_COMMANDS},
 }
 
 
@@ -107,8 +108,11 @@ def check_path(option: str, value, kind: str, expected: str) -> None:
         return
     path = Path(str(value))
     ok = path.is_dir() if kind == "dir" else path.is_file()
+    if ok and kind == "checkpoint" and not zipfile.is_zipfile(path):  # (torch.save writes a zip archive)
+        raise UsageError(f"--{option} {value}: not a PyTorch checkpoint; expected {expected}")
     if not ok:
-        why = "no such " + ("folder" if kind == "dir" else "file") if not path.exists() else f"not a {kind}"
+        why = "no such " + ("folder" if kind == "dir" else "file") if not path.exists() else \
+            f"not a {'folder' if kind == 'dir' else 'file'}"
         hint = " (train first: `videobert fit --config <experiment>.yaml`)" if "latest" in path.parts else ""
         raise UsageError(f"--{option} {value}: {why}; expected {expected}{hint}")
 

@@ -113,6 +113,10 @@ def test_bad_keys_name_the_closest_key_and_their_file(quickstart_cache, tmp_path
     err = _lightning_fails([*base, "--config", str(typo)], tmp_path, capsys)
     assert err.endswith(f"{typo}: trainer.max_stepz is not a setting of Trainer; did you mean trainer.max_steps?")
     typo.unlink()
+    err = _lightning_fails([*base, "--model.lr=abc"], tmp_path, capsys)
+    assert err == "videobert fit: error: model.lr: expected a float, got value: abc"
+    err = _lightning_fails([*base, "--trainer.max_steps=abc"], tmp_path, capsys)
+    assert err == "videobert fit: error: trainer.max_steps: expected an int, got value: abc"
 
 
 @pytest.mark.parametrize("option, message", [

@@ -79,7 +79,7 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
     """`videobert fit|validate|test|predict ...` in this process; a user's mistake raises UsageError."""
     from jsonargparse import ArgumentError
 
-    from .cli_errors import bad_key
+    from .cli_errors import bad_key, parse_error_message
     from .console import quiet_warnings
 
     quiet_warnings()
@@ -87,8 +87,7 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
     try:
         return _videobert_cli()(args=argv, run=run)
     except ArgumentError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid arguments"
-        raise UsageError(bad_key(given) or f"{first} (VIDEOBERT_DEBUG=1: the whole report)") from err
+        raise UsageError(bad_key(given) or parse_error_message(err)) from err
 
 
 def _videobert_cli():

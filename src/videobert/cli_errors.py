@@ -11,6 +11,7 @@ import difflib
 import importlib
 import inspect
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -61,6 +62,24 @@ def root_message(err: BaseException) -> str:
     lines = [line.strip()[2:] for line in str(err).splitlines() if line.strip().startswith("- ")]
     lines = [line for line in lines if not line.startswith("Expected a <class 'NoneType'>")]
     return lines[0] if lines else (str(err).strip().splitlines() or ["invalid settings"])[0]
+
+
+def parse_error_message(err: BaseException) -> str:
+    """jsonargparse's report of a value of the wrong type, in one line: `model.lr: expected a float, got: abc`."""
+    chain = []
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+    keys = []
+    for e in chain:
+        match = re.match(r'\s*Parser key "([^"]+)"', str(e))
+        if match and match.group(1) not in keys:
+            keys.append(match.group(1))
+    lines = [line.strip() for line in str(chain[-1]).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("Expected")), lines[-1] if lines else "invalid value")
+    detail = re.sub(r"<class '([\w.]+)'>", r"\1", detail).replace("Expected", "expected", 1).replace(". Got", ", got")
+    detail = re.sub(r"\ba (?=[aeiou])", "an ", detail)
+    return f"{'.'.join(keys)}: {detail}" if keys else detail
 
 
 def print_help() -> None:

@@ -24,7 +24,7 @@ import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
-from videobert.cli_errors import check_range
+from videobert.cli_errors import UsageError, check_range
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
 from videobert.streaming import MODES, ShardSet, ShardStream, StreamLoader, StreamState, worker_batches
@@ -199,7 +199,7 @@ class VideoBertDataModule(L.LightningDataModule):
     def _require(self, name: str):
         value = self._paths()[name]
         if value is None:
-            raise ValueError(f"data.{name} is not set in the experiment config")
+            raise UsageError(f"data.{name} is not set in the experiment config")
         return value
 
     @property

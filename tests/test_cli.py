@@ -133,6 +133,14 @@ def test_numeric_settings_are_range_checked_before_anything_is_written(option, m
     assert err == f"videobert fit: error: {message}"
 
 
+def test_a_checkpoint_of_other_data_is_one_line(quickstart_cache, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    data = [f"--data.init_args.{k}={v}" for k, v in tiny_data_args(quickstart_cache).items()]
+    err = _fails(["test", "--config", QUICKSTART, "--trainer.default_root_dir=runs/x", *data, "--trainer.logger=false",
+                  "--model.text_vocab_size=999", "--model.visual_vocab_size=7"], capsys)
+    assert err.startswith("videobert test: error: the model has 999 text + 7 visual tokens, the data ")
+
+
 def test_a_crashed_fit_leaves_latest_on_the_last_run_with_a_checkpoint(quickstart_cache, tmp_path, monkeypatch):
     from videobert.cli import lightning_main
     from videobert.module import VideoBertModule

@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
-from .cli_errors import check_range
+from .cli_errors import UsageError, check_range
 from .losses import pretraining_losses
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
@@ -90,7 +90,7 @@ class VideoBertModule(L.LightningModule):
             if hp.init_visual_from_centroids and not hp.feature_dim:
                 self.model.init_visual_embeddings(dm.visual_centroids())
         elif sizes is not None and sizes != (hp.text_vocab_size, hp.visual_vocab_size):
-            raise ValueError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
+            raise UsageError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
                              f"the data {sizes[0]} + {sizes[1]}: tokenizer or visual vocabulary do not match")
 
     def _build(self) -> None:

@@ -1,6 +1,7 @@
-"""`videobert fit|validate|test|predict --config X.yaml` (LightningCLI), `videobert data ...` (the offline
-stages), `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folder) and `videobert report`
-(every evaluation task on the quickstart checkpoints -> docs/results.md)."""
+"""The `videobert` command: `fit|validate|test|predict --config X.yaml` (LightningCLI), `data ...` (the offline
+stages), `export --ckpt_path X.ckpt --out DIR` (a standard model folder), `index` / `search` (text-to-video
+search), `report` (every evaluation task on the quickstart checkpoints) and `spread`; `videobert --help` lists
+them (`cli_errors.COMMANDS`). A user's mistake ends in one line and exit status 2 (see `cli_errors`)."""
 from __future__ import annotations
 
 import difflib
@@ -41,7 +42,7 @@ def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, vi
     dm = _datamodule(ckpt, ckpt_path) if "datamodule_hyper_parameters" in ckpt else None
     if tokenizer is None or (visual_vocab is None and not model.cfg.feature_dim):
         if dm is None:
-            raise ValueError(f"{ckpt_path}: no DataModule settings saved; pass --tokenizer and --visual_vocab")
+            raise UsageError(f"{ckpt_path}: no DataModule settings saved; pass --tokenizer and --visual_vocab")
         paths = dm._paths()
         tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]
     extractor = None
@@ -70,7 +71,7 @@ def _datamodule(ckpt: dict, ckpt_path: str):
     module, _, name = dm_hp.pop("_class_path", "data_modules.VideoBertDataModule").rpartition(".")
     cls = getattr(importlib.import_module(module), name, None) if module == "data_modules" else None
     if not (isinstance(cls, type) and issubclass(cls, VideoBertDataModule)):
-        raise ValueError(f"{ckpt_path}: DataModule {module}.{name} is not one of data_modules'; pass --tokenizer "
+        raise UsageError(f"{ckpt_path}: DataModule {module}.{name} is not one of data_modules'; pass --tokenizer "
                          "and --visual_vocab")
     return cls(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})
 

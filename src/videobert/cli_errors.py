@@ -65,7 +65,7 @@ def root_message(err: BaseException) -> str:
 
 
 def parse_error_message(err: BaseException) -> str:
-    """jsonargparse's report of a value of the wrong type, in one line: `model.lr: expected a float, got: abc`."""
+    """jsonargparse's report of a value of the wrong type, in one line: `model.lr: expected a float, got value: abc`."""
     chain = []
     while err is not None:
         chain.append(err)
@@ -123,6 +123,8 @@ def option_value(argv: list[str], name: str) -> str | None:
 
 
 def check_path(option: str, value, kind: str, expected: str) -> None:
+    """`value` of `--option` is a "dir", a "file" or a "checkpoint" (a torch.save file); Lightning's checkpoint
+    words (`last`, `best`, ...), remote URLs and unset values pass."""
     if value is None or str(value) in CKPT_WORDS or "://" in str(value) or str(value) in ("null", "None"):
         return
     path = Path(str(value))

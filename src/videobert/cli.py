@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not argv[0].startswith("-") and argv[0] not in COMMANDS:
         fail("", unknown_command(argv[0]))
-    run_reporting_errors(argv[0] if not argv[0].startswith("-") else "", dispatch, argv)
+    named = argv[:2] if argv[0] == "data" and len(argv) > 1 and argv[1] in DATA_COMMANDS else argv[:1]
+    run_reporting_errors(" ".join(named) if not argv[0].startswith("-") else "", dispatch, argv)
 
 
 if __name__ == "__main__":

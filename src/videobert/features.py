@@ -251,7 +251,8 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
     """
     srcs = sorted(Path(shards).glob("*.tar"))
     if not srcs:
-        raise FileNotFoundError(f"{shards}: no .tar shards")
+        raise FileNotFoundError(f"--shards {shards}: no .tar shards (expected the --out folder of `videobert data "
+                                "shards`)")
     model = make_extractor(extractor)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -168,7 +168,7 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
     out_dir = Path(out)
     found = sorted(p for p in Path(videos).iterdir() if p.suffix.lower() in VIDEO_EXTS)
     if not found:
-        raise FileNotFoundError(f"{videos}: no videos ({', '.join(VIDEO_EXTS)})")
+        raise FileNotFoundError(f"--videos {videos}: no videos ({', '.join(VIDEO_EXTS)})")
     index = read_caption_index(captions) if captions else None
     extra = read_labels(labels) if labels else {}
     good, skipped = [], Counter()
@@ -180,7 +180,7 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
             skipped[type(err).__name__] += 1
             print(f"skip {err}")
     if not good:
-        raise FileNotFoundError(f"{videos}: none of its {len(found)} videos is usable ({dict(skipped)}; "
+        raise FileNotFoundError(f"--videos {videos}: none of its {len(found)} videos is usable ({dict(skipped)}; "
                                 "each is listed above with the reason)")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, counts = [], {}

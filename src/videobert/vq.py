@@ -191,7 +191,8 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
     """
     shards = sorted(str(p) for p in Path(features).glob("*.tar"))
     if not shards:
-        raise FileNotFoundError(f"{features}: no .tar feature shards")
+        raise FileNotFoundError(f"--features {features}: no .tar feature shards (expected the --out folder of "
+                                "`videobert data features`)")
     x = load_features(shards, max_points, seed)
     cols = [(0, x.shape[1])]
     if groups:

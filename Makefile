@@ -6,6 +6,8 @@ EXP ?= experiments/quickstart.yaml
 # Extra pip arguments for torch, e.g. the CPU or a CUDA wheel index of pytorch.org where PyPI's default
 # build is not the one you want: make demo TORCH_PIP_ARGS="--index-url <index>"
 TORCH_PIP_ARGS ?=
+# where `videobert fit --config $(EXP)` puts its runs: the yaml's trainer.default_root_dir, else runs/<yaml name>
+RUNS = $(or $(shell sed -n 's/^ *default_root_dir: *\([^ #]*\).*/\1/p' $(EXP) | head -n 1),runs/$(basename $(notdir $(EXP))))
 
 .PHONY: setup demo results spread test test-full clean
 setup: $(VENV)/.installed
@@ -26,7 +28,7 @@ $(VENV)/.installed: setup.py Makefile
 demo: setup
 	@start=$$(date +%s); \
 	$(VB) fit --config $(EXP) && \
-	$(VB) test --config $(EXP) --ckpt_path runs/quickstart/latest/checkpoints/last.ckpt && \
+	$(VB) test --config $(EXP) --ckpt_path $(RUNS)/latest/checkpoints/last.ckpt && \
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 # every task on the built-in corpus, for VideoBERT (plain, factorised, MiniLM-initialised with joint and with

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from videobert.captions import read_captions
+from videobert.cli_errors import UsageError
 from videobert.corpus import CORPUS_VERSION, make_corpus
 from videobert.extractors import BuiltinExtractor
 from videobert.features import extract_features
@@ -99,7 +100,7 @@ class QuickstartDataModule(VideoBertDataModule):
             built = json.loads(stamp.read_text())
             changed = {k: (built.get(k), v) for k, v in settings.items() if built.get(k) != v}
             if changed:
-                raise ValueError(f"{self.root} was built with other settings {changed} (built, wanted): "
+                raise UsageError(f"{self.root} was built with other settings {changed} (built, wanted): "
                                  "delete it or set data.cache_dir to another folder")
         else:
             self.root.mkdir(parents=True, exist_ok=True)

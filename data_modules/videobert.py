@@ -24,6 +24,7 @@ import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
+from videobert.cli_errors import UsageError, check_range
 from videobert.preflight import STAGE_SPLITS, check, readable_shards
 from videobert.samples import decode_video, read_npy
 from videobert.safe_io import TooManySkips
@@ -60,6 +61,22 @@ def shard_entries(shard_set: ShardSet, urls: list[str]) -> list[dict] | None:
     else:
         return None
     return [index[n] for n in names]
+
+
+def _check_ranges(args: dict) -> None:
+    """Numeric settings a typo can put out of range: one clear error at construction, before any data is read."""
+    for name in ("mask_prob", "val_mask_prob", "negative_prob", "hard_negatives", "max_skip_rate"):
+        check_range(f"data.{name}", args[name], 0.0, 1.0)
+    for name in ("batch_size", "max_text_tokens", "max_visual_words", "max_sentences", "max_subsample"):
+        check_range(f"data.{name}", args[name], 1)
+    for name in ("num_workers", "video_shuffle", "sequence_shuffle", "skip_check_after"):
+        check_range(f"data.{name}", args[name], 0)
+    for name in ("batches_per_epoch", "val_batches"):
+        check_range(f"data.{name}", args[name], 1)
+    mix = args["mix"]
+    if len(mix) != 3 or any(m < 0 for m in mix) or not sum(mix) > 0:
+        raise ValueError(f"data.mix={list(mix)}: expected 3 non-negative shares, not all 0 (paired, text only, "
+                         "video only; normalised to sum to 1)")
 
 
 class VideoBertDataModule(L.LightningDataModule):
@@ -104,6 +121,7 @@ class VideoBertDataModule(L.LightningDataModule):
             raise ValueError(f"data.task={task!r}: expected a fine-tuning task, one of {finetune}")
         if video_input not in ("words", "features"):
             raise ValueError(f"data.video_input={video_input!r}: expected 'words' (VideoBERT) or 'features' (CBT)")
+        _check_ranges(locals())
         if mode == "exact" and max_sentences > 1:
             raise ValueError("data.mode=exact cannot size an epoch when sentences are concatenated at random "
                              "(max_sentences > 1): use mode=resampled, or max_sentences=1")
@@ -134,7 +152,7 @@ class VideoBertDataModule(L.LightningDataModule):
     def _require(self, name: str):
         value = self._paths()[name]
         if value is None:
-            raise ValueError(f"data.{name} is not set in the experiment config")
+            raise UsageError(f"data.{name} is not set in the experiment config")
         return value
 
     @property

@@ -37,7 +37,7 @@ def _csv_losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
-def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache, tmp_path, monkeypatch):
+def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache, tmp_path, monkeypatch, capsys):
     logged, used = [], []
     real_log, real_use = wandb.sdk.wandb_run.Run.log_artifact, wandb.sdk.wandb_run.Run.use_artifact
     monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log_artifact",
@@ -53,6 +53,9 @@ def test_run_folder_record_lineage_and_resume_into_the_same_run(quickstart_cache
     config = cli.trainer.loggers[0].experiment.config
     wandb.finish()
     assert run_dir.parent == root and (root / "latest").resolve() == run_dir.resolve() and wandb_id == run_dir.name
+    printed = capsys.readouterr().out.splitlines()[-3:]  # fit ends by saying where its results are
+    assert printed[:2] == [f"run folder: {run_dir}", f"checkpoint: {run_dir}/checkpoints/last.ckpt"]
+    assert printed[2].startswith(f"W&B run:    {run_dir}/wandb/offline-run-") and "wandb sync" in printed[2]
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["init_args"]["lr"] == 3e-3 and saved["trainer"]["max_steps"] == 4  # overrides included
     record = json.loads((run_dir / "run.json").read_text())

@@ -1,13 +1,16 @@
-"""`videobert fit|validate|test|predict --config X.yaml` (LightningCLI), `videobert data ...` (the offline
-stages), `videobert export --ckpt_path X.ckpt --out DIR` (a standard model folder) and `videobert report`
-(every evaluation task on the quickstart checkpoints -> docs/results.md)."""
+"""The `videobert` command: `fit|validate|test|predict --config X.yaml` (LightningCLI), `data ...` (the offline
+stages), `export --ckpt_path X.ckpt --out DIR` (a standard model folder), `index` / `search` (text-to-video
+search), `report` (every evaluation task on the quickstart checkpoints) and `spread`; `videobert --help` lists
+them (`cli_errors.COMMANDS`). A user's mistake ends in one line and exit status 2 (see `cli_errors`)."""
 from __future__ import annotations
 
+import difflib
 import netrc
 import os
 import sys
-import warnings
 from pathlib import Path
+
+from .cli_errors import COMMANDS, UsageError, check_paths, fail, print_help, run_reporting_errors, unknown_command
 
 # OpenMP threads that wait for work sleep instead of spinning (read when torch loads, so set before it is
 # imported): with DataLoader workers or another job on a few cores, spinning threads starved the others
@@ -24,29 +27,22 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def data_main(argv: list[str]) -> None:
-    from jsonargparse import CLI
-
-    from .corpus import make_corpus
-    from .features import extract_features
-    from .shards import build_shards
-    from .vq import build_vocab
-    from .youcook2 import build_youcook2_truth
-
-    CLI({"corpus": make_corpus, "shards": build_shards, "features": extract_features, "vocab": build_vocab,
-         "youcook2": build_youcook2_truth}, args=argv, as_positional=False)
-
-
 def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:
-    """Write a training checkpoint as a standard folder (config.json, model.safetensors, vocab.txt,
-    visual_vocab.npz). Tokenizer and visual vocabulary default to the ones the checkpoint's DataModule used."""
+    """Write a training checkpoint as a standard folder: config.json, model.safetensors, vocab.txt, visual_vocab.npz.
+
+    Args:
+        ckpt_path: a checkpoint written by `videobert fit`.
+        out: the folder to write.
+        tokenizer: the WordPiece vocab.txt (default: the one the checkpoint's DataModule used).
+        visual_vocab: the visual vocabulary .npz (default: the one the checkpoint's DataModule used).
+    """
     from .pretrained import export, export_head, model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(ckpt_path)
     dm = _datamodule(ckpt, ckpt_path) if "datamodule_hyper_parameters" in ckpt else None
     if tokenizer is None or (visual_vocab is None and not model.cfg.feature_dim):
         if dm is None:
-            raise ValueError(f"{ckpt_path}: no DataModule settings saved; pass --tokenizer and --visual_vocab")
+            raise UsageError(f"{ckpt_path}: no DataModule settings saved; pass --tokenizer and --visual_vocab")
         paths = dm._paths()
         tokenizer, visual_vocab = tokenizer or paths["tokenizer"], visual_vocab or paths["visual_vocab"]
     extractor = None
@@ -75,22 +71,43 @@ def _datamodule(ckpt: dict, ckpt_path: str):
     module, _, name = dm_hp.pop("_class_path", "data_modules.VideoBertDataModule").rpartition(".")
     cls = getattr(importlib.import_module(module), name, None) if module == "data_modules" else None
     if not (isinstance(cls, type) and issubclass(cls, VideoBertDataModule)):
-        raise ValueError(f"{ckpt_path}: DataModule {module}.{name} is not one of data_modules'; pass --tokenizer "
+        raise UsageError(f"{ckpt_path}: DataModule {module}.{name} is not one of data_modules'; pass --tokenizer "
                          "and --visual_vocab")
     return cls(**{k: v for k, v in dm_hp.items() if not k.startswith("_")})
 
 
 def lightning_main(argv: list[str] | None = None, run: bool = True):
+    """`videobert fit|validate|test|predict ...` in this process; a user's mistake raises UsageError."""
+    from jsonargparse import ArgumentError
+
+    from .cli_errors import bad_key, parse_error_message
+    from .console import quiet_warnings
+
+    quiet_warnings()
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _videobert_cli()(args=argv, run=run)
+    except ArgumentError as err:
+        raise UsageError(bad_key(given) or parse_error_message(err)) from err
+
+
+def _videobert_cli():
+    import functools
+
     import lightning as L
+    from lightning.pytorch.callbacks import ProgressBar
     from lightning.pytorch.cli import LightningCLI
 
     from data_modules import VideoBertDataModule
 
-    from .runs import AtomicCheckpointIO, link_latest, place_run
+    from .cli_errors import CKPT_WORDS, check_path, root_message
+    from .console import drop_wandb_anonymous, fit_summary, progress_bar
+    from .runs import AtomicCheckpointIO, LinkLatest, place_run
     from .tracking import RunRecord, SaveRunConfig, Throughput
 
     class VideoBertCLI(LightningCLI):
-        """LightningCLI + run folders (see runs.py) and the run record (see tracking.py)."""
+        """LightningCLI + run folders (see runs.py), the run record (see tracking.py), one-line errors
+        (cli_errors.py) and our console output (console.py)."""
 
         def add_arguments_to_parser(self, parser):
             # `model:` is VideoBertModule unless an experiment names another LightningModule (fine-tuning)
@@ -98,12 +115,30 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
             parser.add_argument("--run_id", type=str | None, default=None,
                                 help="this run's folder name and W&B id (default: from the environment, or new)")
 
+        def _prepare_subcommand_parser(self, klass, subcommand, **kwargs):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            if subcommand == "test":  # the test task prints its own summary, not Lightning's table of every metric
+                parser.set_defaults({"verbose": False})
+            return parser
+
         def before_instantiate_classes(self):
             config = self.config[self.subcommand] if self.subcommand else self.config
+            ckpt = config.get("ckpt_path")
+            if ckpt and not (self.subcommand == "fit" and ckpt in CKPT_WORDS):  # (fit: `last` = newest run's)
+                check_path("ckpt_path", ckpt, "checkpoint", "a checkpoint written by `videobert fit`")
             self.run_dir = place_run(config, self.subcommand or "fit", config.get("run_id"))
 
+        def instantiate_classes(self):
+            try:
+                super().instantiate_classes()
+            except ValueError as err:  # a setting out of range or of the wrong kind, before anything is written
+                raise UsageError(root_message(err)) from err
+
         def _instantiate_trainer(self, config, callbacks):
-            callbacks = [*callbacks, RunRecord(self.run_dir), Throughput()]
+            callbacks = [*callbacks, RunRecord(self.run_dir), Throughput(), LinkLatest(self.run_dir)]
+            if config.get("enable_progress_bar") is not False and not any(
+                    isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]):
+                callbacks.append(progress_bar())
             if self.subcommand == "predict":
                 from .predict import PredictionWriter
 
@@ -113,18 +148,29 @@ def lightning_main(argv: list[str] | None = None, run: bool = True):
             if not any(hasattr(p, "save_checkpoint") for p in plugins):  # a CheckpointIO of the user's wins
                 config["plugins"] = [*plugins, AtomicCheckpointIO()]
             trainer = super()._instantiate_trainer(config, callbacks)
-            if trainer.is_global_zero and (self.subcommand or "fit") == "fit":
+            if trainer.is_global_zero:  # (before W&B starts: it looks for the git root from there)
                 self.run_dir.mkdir(parents=True, exist_ok=True)
-                link_latest(self.run_dir)
+            drop_wandb_anonymous(trainer)
             return trainer
 
-    return VideoBertCLI(L.LightningModule, VideoBertDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                        args=argv, run=run, parser_kwargs={"parser_mode": "omegaconf"},
-                        save_config_callback=SaveRunConfig, save_config_kwargs={"overwrite": True})
+        def after_fit(self):
+            if self.trainer.is_global_zero:
+                print("\n".join(fit_summary(self.trainer, self.run_dir)))
+
+    return functools.partial(VideoBertCLI, L.LightningModule, VideoBertDataModule, subclass_mode_model=True,
+                             subclass_mode_data=True, parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False, "prog": "videobert"},
+                             save_config_callback=SaveRunConfig, save_config_kwargs={"overwrite": True})
 
 
-def report(out: str = "docs/results.md", experiments: list[str] | None = None) -> None:
-    """Evaluate every task on each experiment's last checkpoint and write the table to `out`."""
+def report(out: str | None = None, experiments: list[str] | None = None) -> None:
+    """Evaluate every task on each experiment's last checkpoint and write the table as markdown.
+
+    Args:
+        out: the markdown file to write (default: `runs/report/<run id>/results.md`, beside the report's W&B
+            run; `make results` passes docs/results.md).
+        experiments: the experiment names to evaluate, each from `runs/<name>/latest` (default: every
+            quickstart experiment that has a checkpoint).
+    """
     from .report import report as write_report
 
     write_report(lightning_main, out, experiments)
@@ -132,42 +178,87 @@ def report(out: str = "docs/results.md", experiments: list[str] | None = None) -
 
 def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1), experiments: list[str] | None = None,
            root: str = "runs/spread") -> None:
-    """Fit and zero-shot-test each quickstart experiment (default: all) with every training seed on every corpus
-    seed, score its alignment head, and write `<root>/spread.json` (`videobert report` puts it into its table)."""
+    """Fit and zero-shot-test each quickstart experiment with every training seed on every corpus seed, score
+    its alignment head on unmasked test-video pairs, and write `<root>/spread.json` (the report's spread table).
+
+    Args:
+        seeds: the training seeds.
+        corpus_seeds: the seeds of the corpus builds.
+        experiments: the experiment names (files experiments/<name>.yaml; default: the three quickstart models).
+        root: the folder for the runs and spread.json.
+    """
     from .spread import EXPERIMENTS, spread as measure
 
     measure(lightning_main, seeds, corpus_seeds, experiments or list(EXPERIMENTS), root)
 
 
-def main() -> None:
-    from .safe_io import OneLineError, report
+DATA_COMMANDS = ("corpus", "shards", "features", "vocab", "youcook2")
+
+
+def data_main(argv: list[str]) -> None:
+    from .corpus import make_corpus
+    from .features import extract_features
+    from .shards import build_shards
+    from .vq import build_vocab
+    from .youcook2 import build_youcook2_truth
+
+    functions_cli({"corpus": make_corpus, "shards": build_shards, "features": extract_features, "vocab": build_vocab,
+                   "youcook2": build_youcook2_truth}, argv, "videobert data")
+
+
+def functions_cli(components, argv: list[str], prog: str) -> None:
+    """jsonargparse's CLI of our functions; a bad option is one line (UsageError), not usage plus error."""
+    from jsonargparse import CLI, ArgumentError
 
     try:
-        _main()
-    except OneLineError as err:  # (a full disk, a shard set with nothing readable: one line, no traceback)
-        report(err)
+        CLI(components, args=argv, as_positional=False, prog=prog, exit_on_error=False)
+    except ArgumentError as err:
+        raise UsageError(f"{str(err).splitlines()[0]} (see `{prog} --help`)") from err
 
 
-def _main() -> None:
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch 2.13 vs Lightning internals: not ours
-    # our streams give every worker its own shards and batch count, so their __len__ is exact
-    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+def dispatch(argv: list[str]) -> None:
+    """Run one `videobert <command> ...`; the checks that need no model or data come first."""
+    command = argv[0]
+    if command == "data":
+        sub = argv[1] if len(argv) > 1 else "--help"
+        if not sub.startswith("-") and sub not in DATA_COMMANDS:
+            close = difflib.get_close_matches(sub, DATA_COMMANDS, n=1, cutoff=0.5)
+            raise UsageError(f"unknown data stage {sub!r}: " + (f"did you mean `videobert data {close[0]}`?" if close
+                             else f"expected one of {', '.join(DATA_COMMANDS)}"))
+        check_paths(f"data {sub}", argv[2:])
+        data_main(argv[1:] or ["--help"])
+        return
+    check_paths(command, argv[1:])
+    if command in ("index", "search"):
+        from .search import index_main, search_main
+
+        (index_main if command == "index" else search_main)(argv[1:])
+    elif command in ("export", "report", "spread"):
+        functions_cli({"export": export_checkpoint, "report": report, "spread": spread}[command], argv[1:],
+                      f"videobert {command}")
+    else:
+        lightning_main(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     # W&B: offline unless the user has credentials or chose a mode; never contacts a server by surprise.
     if "WANDB_MODE" not in os.environ and not wandb_has_credentials():
         os.environ["WANDB_MODE"] = "offline"
-    if len(sys.argv) > 1 and sys.argv[1] == "data":
-        data_main(sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] in ("index", "search"):
-        from .search import index_main, search_main
+    if not argv or argv[0] in ("-h", "--help"):
+        print_help()
+        return
+    if not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        fail("", unknown_command(argv[0]))
+    named = argv[:2] if argv[0] == "data" and len(argv) > 1 and argv[1] in DATA_COMMANDS else argv[:1]
+    from .safe_io import OneLineError, report as print_one_line
 
-        (index_main if sys.argv[1] == "index" else search_main)(sys.argv[2:])
-    elif len(sys.argv) > 1 and sys.argv[1] in ("export", "report", "spread"):
-        from jsonargparse import CLI
-
-        CLI({"export": export_checkpoint, "report": report, "spread": spread}[sys.argv[1]], args=sys.argv[2:],
-            as_positional=False)
-    else:
-        lightning_main()
+    try:
+        run_reporting_errors(" ".join(named) if not argv[0].startswith("-") else "", dispatch, argv)
+    except OneLineError as err:  # (a full disk, a shard set with nothing readable: one line, exit 1)
+        if os.environ.get("VIDEOBERT_DEBUG"):
+            raise
+        print_one_line(err)
 
 
 if __name__ == "__main__":

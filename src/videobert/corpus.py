@@ -338,13 +338,23 @@ def make_corpus(out: str, num_videos: int = 200, seed: int = 0, size: int = 64, 
                 idle_prob: float = 0.0, mismatch_prob: float = 0.1, hold_out_pairs: bool = False,
                 mark_held_out: bool = False, burnt_prob: float = 0.5, workers: int | None = None) -> Path:
     """Write `num_videos` mp4 + vtt pairs, `labels.json` and `ground_truth.json` into `out`.
-    `hold_out_pairs`: never show the verb-noun pairs of HELD_OUT_PAIRS (training splits); `mark_held_out`:
-    mark the steps that show one as `unseen_pair` (the test split of such a model). `burnt_prob`: the share of videos whose
-    dish burns (sentiment negative); the others turn out well (positive).
 
     Deterministic by `seed`. `ground_truth.json` is written last: its presence marks a finished corpus.
     Jobs building one folder at once take turns (`videobert.safe_io.folder_lock`); every file is renamed
     into place whole, and a corpus finished with the same settings (`corpus.json`) is reused, not rebuilt.
+
+    Args:
+        out: the folder to write the videos into.
+        num_videos: how many videos to make.
+        seed: the random seed of the whole corpus.
+        size: frame width and height in pixels.
+        prefix: the videos' file name prefix.
+        idle_prob: the share of steps in which nothing happens.
+        mismatch_prob: the share of captions that describe another step than the one shown.
+        hold_out_pairs: never show the verb-noun pairs of HELD_OUT_PAIRS (training splits).
+        mark_held_out: mark the steps that show one as `unseen_pair` (the test split of such a model).
+        burnt_prob: the share of videos whose dish burns (sentiment negative); the others turn out well.
+        workers: processes that encode videos (default: one per core).
     """
     out_dir = Path(out)
     settings = {"version": CORPUS_VERSION, "num_videos": num_videos, "seed": seed, "size": size, "prefix": prefix,

@@ -253,15 +253,25 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
                      trainer: TrainerOptions | None = TrainerOptions()) -> list[Path]:
     """Extract features for every `*.tar` in the folder `shards` into `out` (same shard names).
 
-    `extractor`: `builtin` or `hf:<folder or hub name>` (a transformers video/image encoder).
-    `workers`: decoding processes per rank. `keep_video`: also copy the video bytes into the feature shards
-    (off by default: training never reads pixels, and without them feature shards are ~10-100x smaller;
-    the raw shards keep the video under the same shard name and key). `trainer`: devices, strategy, num_nodes, precision of the
-    `Trainer.predict` loop; None runs the same loop in this process without a Trainer (for use inside
-    another Trainer, e.g. the quickstart's `prepare_data`)."""
+    Args:
+        shards: a folder of video shards written by `videobert data shards`.
+        out: the folder for the feature shards (finished shards are kept: a rerun resumes).
+        extractor: `builtin` or `hf:<folder or hub name>` (a transformers video/image encoder).
+        fps: frames per second the videos are decoded at.
+        clip_frames: frames per clip (one feature row per clip).
+        clips_per_batch: clips per forward pass of the extractor.
+        workers: decoding processes per rank.
+        keep_video: also copy the video bytes into the feature shards (off by default: training never reads
+            pixels, and without them feature shards are ~10-100x smaller; the raw shards keep the video
+            under the same shard name and key).
+        trainer: devices, strategy, num_nodes, precision of the `Trainer.predict` loop; None runs the same
+            loop in this process without a Trainer (for use inside another Trainer, e.g. the quickstart's
+            `prepare_data`).
+    """
     srcs = sorted(Path(shards).glob("*.tar"))
     if not srcs:
-        raise FileNotFoundError(f"{shards}: no .tar shards")
+        raise FileNotFoundError(f"--shards {shards}: no .tar shards (expected the --out folder of `videobert data "
+                                "shards`)")
     # one process: jobs writing one folder take turns (the second finds the shards done); a multi-process
     # job's ranks each run this, so there the output folder must be its own (docs/scale_out.md)
     single = trainer is None or (str(trainer.devices) == "1" and trainer.num_nodes == 1)

@@ -15,11 +15,22 @@ from torch import nn
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import BinaryAUROC, MulticlassAccuracy
 
+from .cli_errors import UsageError, check_range
 from .losses import pretraining_losses
 from .sequences import IGNORE
 from .model import VideoBert, VideoBertConfig
 from .pretrained import config_from_bert, load_bert_weights
 from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
+
+
+def _check_ranges(args: dict) -> None:
+    """Numeric settings a typo can put out of range: one clear error before anything is built or read."""
+    for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_positions"):
+        check_range(f"model.{name}", args[name], 1)
+    check_range("model.dropout", args["dropout"], 0.0, 1.0)
+    check_range("model.lr", args["lr"], 0.0, low_open=True)
+    check_range("model.weight_decay", args["weight_decay"], 0.0)
+    check_range("model.warmup_steps", args["warmup_steps"], 0)
 
 
 class VideoBertModule(L.LightningModule):
@@ -41,6 +52,7 @@ class VideoBertModule(L.LightningModule):
         `visual_groups` (factorised visual words: each group's vocabulary size). `untie_visual_output`: visual
         words are scored by an output matrix of their own instead of their input embeddings (BERT ties them)."""
         super().__init__()
+        _check_ranges(locals())
         self.save_hyperparameters()
         self.loss_weights = {"mlm_loss": 1.0, "mvm_loss": 1.0, "align_loss": 1.0, "nce_loss": 1.0, "xmodal_loss": 1.0}
         unknown = set(loss_weights or {}) - set(self.loss_weights)
@@ -81,7 +93,7 @@ class VideoBertModule(L.LightningModule):
             if hp.init_visual_from_centroids and not hp.feature_dim:
                 self.model.init_visual_embeddings(dm.visual_centroids())
         elif sizes is not None and sizes != (hp.text_vocab_size, hp.visual_vocab_size):
-            raise ValueError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
+            raise UsageError(f"the model has {hp.text_vocab_size} text + {hp.visual_vocab_size} visual tokens, "
                              f"the data {sizes[0]} + {sizes[1]}: tokenizer or visual vocabulary do not match")
 
     def _build(self) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .cli_errors import UsageError
 from .model import VideoBert, VideoBertConfig
 from .safe_io import atomic_path, write_text
 
@@ -196,7 +197,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[VideoBert, dict]:
     Loaded with `weights_only` (never unpickles code) and memory-mapped (the optimizer state is not read)."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     if "videobert_config" not in ckpt:
-        raise ValueError(f"{path}: not a pretrained VideoBERT checkpoint (no videobert_config); expected a "
+        raise UsageError(f"{path}: not a pretrained VideoBERT checkpoint (no videobert_config); expected a "
                          "checkpoint of the VideoBERT pretraining module or a `videobert export` folder")
     model = VideoBert(VideoBertConfig(**ckpt["videobert_config"]))
     prefix = "net.encoder." if "videobert_head" in ckpt else "model."  # (a fine-tuning checkpoint: its encoder)

@@ -3,8 +3,9 @@
 Runs `videobert test` in this process for each (experiment, task) whose checkpoint exists at
 `runs/<experiment>/latest/checkpoints/last.ckpt`; fine-tunes the quickstart checkpoint on each task of
 experiments/finetune/ (`videobert fit`, then `videobert test`); and writes the metrics next to chance level
-and, for orientation only, the paper's YouCook2 numbers (different data). `make results` trains both
-quickstart experiments first.
+and, for orientation only, the paper's YouCook2 numbers (different data). The table goes into the report's
+own run folder, `runs/report/<run id>/results.md`, unless `--out` names a file (`make results`, which trains the
+quickstart experiments first, passes `--out docs/results.md`).
 """
 from __future__ import annotations
 
@@ -200,9 +201,16 @@ def figure_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[dict]:
     return rows
 
 
-def report(cli_main, out: str = "docs/results.md", experiments: list[str] | None = None) -> Path:
+def report(cli_main, out: str | None = None, experiments: list[str] | None = None) -> Path:
     """Evaluate every task on each experiment's last checkpoint (with `cli_main`, the command line's
-    `lightning_main`) and write the table to `out`."""
+    `lightning_main`) and write the table as markdown.
+
+    Args:
+        out: the markdown file to write (default: `runs/report/<run id>/results.md`, beside the report's W&B
+            run; `make results` passes docs/results.md).
+        experiments: the experiment names to evaluate, each from `runs/<name>/latest` (default: every
+            quickstart experiment that has a checkpoint).
+    """
     results, missing = {}, []
     for exp in experiments or list(TASKS):
         ckpt = Path(f"runs/{exp}/latest/checkpoints/last.ckpt")
@@ -216,6 +224,8 @@ def report(cli_main, out: str = "docs/results.md", experiments: list[str] | None
             results[exp].update({name: finetune(cli_main, name, ckpt) for name in FINETUNES})
     if not results:
         raise FileNotFoundError(f"no checkpoint to evaluate: {missing} (train first, e.g. make results)")
+    run_dir = _report_folder()
+    out = out or str(run_dir / "results.md")
     text = ["# Results on the built-in corpus", "",
             f"Written by `videobert report` on {time.strftime('%Y-%m-%d')} from the checkpoints in `runs/`; "
             "`make results` trains and evaluates everything (2 CPU cores: about 1 h 40 min, 74 min of it the two MiniLM fits).",
@@ -253,9 +263,15 @@ def report(cli_main, out: str = "docs/results.md", experiments: list[str] | None
     text += kept_notes(Path(out))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text("\n".join(text) + "\n")
-    log_to_wandb(results, Path(out))
+    log_to_wandb(results, Path(out), str(run_dir))
     print(f"report: {len(results)} experiment(s) -> {out}")
     return Path(out)
+
+
+def _report_folder() -> Path:
+    from .runs import new_run_id
+
+    return Path("runs/report") / new_run_id()
 
 
 def log_to_wandb(results: dict[str, dict[str, dict[str, float]]], path: Path, save_dir: str = "runs/report") -> str:

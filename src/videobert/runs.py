@@ -3,7 +3,8 @@
 The experiment folder is `trainer.default_root_dir` (e.g. `runs/quickstart`), or `runs/<name of the first
 --config file>` when the experiment sets none. The run folder holds `config.yaml` (the resolved experiment),
 `run.json` (git commit, versions, world size, derived sizes), `checkpoints/`, `csv/` (the metrics CSV),
-`wandb/` and the evaluation figures; `<experiment folder>/latest` links to the newest run. A logger's
+`wandb/` and the evaluation figures; `<experiment folder>/latest` links to the newest run that has a checkpoint
+(`LinkLatest`: a fit that fails before its first checkpoint leaves `latest` on the previous one). A logger's
 `save_dir` and a ModelCheckpoint's `dirpath` are taken relative to the run folder (unset = the run folder,
 and `checkpoints/` for checkpoints); absolute and remote (`s3://...`) paths are left as they are.
 
@@ -31,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .safe_io import disk_full
@@ -166,6 +168,39 @@ def link_latest(run_dir: Path) -> None:
         tmp.replace(link)
     except OSError:  # e.g. a filesystem without symlinks: `latest` is a convenience only
         tmp.unlink(missing_ok=True)
+
+
+class LinkLatest(Callback):
+    """Points `<experiment folder>/latest` at this run once one of its checkpoints is on disk (checked after
+    each point where ModelCheckpoint saves, at the end of fit and on a crash), so `latest` always names a run
+    that has a checkpoint."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.linked = Path(run_dir), False
+
+    def _check(self, trainer) -> None:
+        if self.linked or not trainer.is_global_zero:
+            return
+        saved = [getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")
+                 for cb in trainer.checkpoint_callbacks]
+        if any(p and "://" not in str(p) and Path(p).is_file() for p in saved):
+            link_latest(self.run_dir)
+            self.linked = True
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self._check(trainer)
+
+    def on_validation_end(self, trainer, *args) -> None:
+        self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, *args) -> None:
+        self._check(trainer)
+
+    def on_fit_end(self, trainer, *args) -> None:
+        self._check(trainer)
+
+    def on_exception(self, trainer, *args) -> None:
+        self._check(trainer)
 
 
 def _inside(run_dir: Path, path: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli_errors import check_range
 from .safe_io import atomic_path, folder_lock, write_text
 from .shards import VIDEO_EXTS
 from .tasks.zero_shot import TEMPLATE, template_masks
@@ -139,21 +140,23 @@ def search(index: str, query: str, top: int = 10, candidates: int = 1000) -> lis
 
 def index_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="videobert index", description="index a folder of videos for search")
-    p.add_argument("--videos", required=True)
+    p.add_argument("--videos", required=True, help="a folder of videos (mp4, webm, mkv, avi, mov)")
     p.add_argument("--model", required=True, help="a `videobert export` folder")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the index folder (a rerun embeds only new or changed videos)")
     p.add_argument("--window", type=int, default=3, help="clips per indexed window")
     args = p.parse_args(argv)
+    check_range("--window", args.window, 1)
     build_index(args.videos, args.model, args.out, args.window)
 
 
 def search_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="videobert search", description="text-to-video search in an index")
-    p.add_argument("query")
-    p.add_argument("--index", required=True)
-    p.add_argument("--top", type=int, default=10)
+    p.add_argument("query", help="what to look for, in words (e.g. \"cut the tomato\")")
+    p.add_argument("--index", required=True, help="a folder written by `videobert index`")
+    p.add_argument("--top", type=int, default=10, help="how many hits to print (default: 10)")
     p.add_argument("--json", action="store_true", help="print the hits as json")
     args = p.parse_args(argv)
+    check_range("--top", args.top, 1)
     hits = search(args.index, args.query, args.top)
     if args.json:
         json.dump(hits, sys.stdout, indent=1)

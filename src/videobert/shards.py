@@ -155,12 +155,18 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
                  captions: str | None = None, labels: str | None = None) -> list[Path]:
     """Build shards `{out}/{prefix}-NNNNNN.tar` from every video in `videos` that has a caption.
 
-    `captions`: a corpus-wide caption file (HowTo100M caption.json or YouCook2 annotations json), read
-    once and looked up by video stem; without it, each video's caption file is found beside it.
-    `labels`: a json file {video stem: {field: value}} whose fields are added to each video's `json`
-    (per-video labels for fine-tuning tasks, e.g. sentiment); a video it does not name gets none.
     Videos are checked first (caption present and non-empty, decodable, at least one clip long);
     each bad one is reported with its file name and the reason, then skipped.
+
+    Args:
+        videos: a folder of videos (mp4, webm, mkv, avi, mov), each with its caption file beside it.
+        out: the folder for the shards (finished shards are kept: a rerun resumes).
+        samples_per_shard: videos per shard.
+        prefix: the shards' file name prefix.
+        captions: a corpus-wide caption file (HowTo100M caption.json or YouCook2 annotations json), read
+            once and looked up by video stem; without it, each video's caption file is found beside it.
+        labels: a json file {video stem: {field: value}} whose fields are added to each video's `json`
+            (per-video labels for fine-tuning tasks, e.g. sentiment); a video it does not name gets none.
     """
     out_dir = Path(out)
     with folder_lock(out_dir, "shards"):  # (a second job waits, then finds the shards done)
@@ -170,10 +176,9 @@ def build_shards(videos: str, out: str, samples_per_shard: int = 32, prefix: str
 
 def _build_shards(videos: Path, out_dir: Path, samples_per_shard: int, prefix: str, captions: str | None,
                   labels: str | None) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
     found = sorted(p for p in videos.iterdir() if p.suffix.lower() in VIDEO_EXTS and not p.name.startswith("."))
     if not found:
-        raise FileNotFoundError(f"{videos}: no videos ({', '.join(VIDEO_EXTS)})")
+        raise FileNotFoundError(f"--videos {videos}: no videos ({', '.join(VIDEO_EXTS)})")
     index = read_caption_index(captions) if captions else None
     extra = read_labels(labels) if labels else {}
     good, skipped = [], Counter()
@@ -184,6 +189,10 @@ def _build_shards(videos: Path, out_dir: Path, samples_per_shard: int, prefix: s
         except (CaptionError, VideoError) as err:
             skipped[type(err).__name__] += 1
             print(f"skip {err}")
+    if not good:
+        raise FileNotFoundError(f"--videos {videos}: none of its {len(found)} videos is usable ({dict(skipped)}; "
+                                "each is listed above with the reason)")
+    out_dir.mkdir(parents=True, exist_ok=True)
     paths, counts = [], {}
     for i in range(0, len(good), samples_per_shard):
         path = out_dir / f"{prefix}-{i // samples_per_shard:06d}.tar"

@@ -172,13 +172,26 @@ def build_vocab(features: str, out: str, levels: int = 4, k: int = 12, max_point
                 niter: int = 20, seed: int = 0, nredo: int = 5,
                 points_per_centroid: int | None = POINTS_PER_CENTROID, groups: list[list[int]] | None = None) -> Path:
     """Fit the visual vocabulary on the feature shards in the folder `features`; save it to `out` (.npz).
-    `nredo`: k-means restarts per node (the best is kept); `points_per_centroid`: a node with more than
-    k x this many clips trains its k-means on a uniform sample of that many (None: on all). `groups`:
-    [[start, end], ...] feature columns, one vocabulary (levels x k) each: factorised visual words
-    (`videobert.factorised`), e.g. the built-in extractor's appearance and motion `[[0, 104], [104, 165]]`."""
+
+    Args:
+        features: a folder of feature shards written by `videobert data features`.
+        out: the vocabulary file to write (.npz).
+        levels: levels of the hierarchical k-means (the paper: 4).
+        k: clusters per node (the paper: 12); the vocabulary has k ** levels visual words.
+        max_points: at most this many clips are read from the shards (a uniform sample).
+        niter: k-means iterations per node.
+        seed: the random seed of sampling and k-means.
+        nredo: k-means restarts per node (the best is kept).
+        points_per_centroid: a node with more than k x this many clips trains its k-means on a uniform
+            sample of that many (None: on all).
+        groups: [[start, end], ...] feature columns, one vocabulary (levels x k) each: factorised visual
+            words (`videobert.factorised`), e.g. the built-in extractor's appearance and motion
+            `[[0, 104], [104, 165]]`.
+    """
     shards = sorted(str(p) for p in Path(features).glob("*.tar"))
     if not shards:
-        raise FileNotFoundError(f"{features}: no .tar feature shards")
+        raise FileNotFoundError(f"--features {features}: no .tar feature shards (expected the --out folder of "
+                                "`videobert data features`)")
     build = {"levels": levels, "k": k, "groups": groups, "seed": seed, "niter": niter, "nredo": nredo,
              "points_per_centroid": points_per_centroid, "max_points": max_points,
              "shards": [[Path(p).name, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in shards]}

@@ -178,10 +178,18 @@ def build_youcook2_truth(annotations: str, out: str, tokenizer: str, eval_subset
                          verbs: str | None = None, nouns: str | None = None, tagger: str = DEFAULT_TAGGER) -> Path:
     """Write the zero-shot ground truth of YouCook2's `eval_subset` videos to `out` (json).
 
-    `annotations`: youcookii_annotations_trainval.json. `tokenizer`: the model's vocab.txt (label words must
-    be one WordPiece token of it). `top_verbs` / `top_nouns`: how many of the lemmas tagged most often in
-    the `vocab_subset` captions form the label vocabulary (paper: 45 and 100); `verbs` / `nouns`: a file of
-    label words (one lemma per line) to use instead. `tagger`: an installed spaCy pipeline package."""
+    Args:
+        annotations: youcookii_annotations_trainval.json.
+        out: the ground-truth file to write (json).
+        tokenizer: the model's vocab.txt (label words must be one WordPiece token of it).
+        eval_subset: the YouCook2 subset whose videos are evaluated.
+        vocab_subset: the subset whose captions choose the label words.
+        top_verbs: how many of the verb lemmas tagged most often form the label vocabulary (paper: 45).
+        top_nouns: how many of the noun lemmas tagged most often form the label vocabulary (paper: 100).
+        verbs: a file of label verbs (one lemma per line) to use instead.
+        nouns: a file of label nouns (one lemma per line) to use instead.
+        tagger: an installed spaCy pipeline package.
+    """
     args = {"annotations": str(annotations), "tokenizer": str(tokenizer), "eval_subset": eval_subset,
             "vocab_subset": vocab_subset, "top_verbs": top_verbs, "top_nouns": top_nouns, "verbs": verbs,
             "nouns": nouns}

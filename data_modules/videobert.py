@@ -324,7 +324,7 @@ class VideoBertDataModule(L.LightningDataModule):
 
     def val_dataloader(self):
         # (a fresh StreamState: the same masks every validation)
-        builder = self.task_data or self._builder(self.hparams.val_mask_prob)
+        builder = self.task_data or self._builder(self.hparams.val_mask_prob, train=False)
         return self._stream("val", self._sets("val"), builder, builder.collate, "exact", self.hparams.val_batches,
                             self.hparams.seed + 1, 0, StreamState())
 
@@ -366,15 +366,20 @@ class VideoBertDataModule(L.LightningDataModule):
             self._pipeline = pipeline_for(self, model)
         return self._pipeline
 
-    def _builder(self, mask_prob: float | None = None) -> SequenceBuilder:
+    def _builder(self, mask_prob: float | None = None, train: bool = True) -> SequenceBuilder:
+        """Training's sequences, or (`train` False) validation's: masked at `mask_prob` as BERT masks, without
+        the training-only options (whole-action and future masking, targets on aligned pairs only), so every
+        recipe is validated on the same pairs and the same task."""
         hp = self.hparams
         mask_prob = hp.mask_prob if mask_prob is None else mask_prob
         return SequenceBuilder(self.tokenizer, self.vocab, hp.max_text_tokens, hp.max_visual_words, mask_prob,
                                tuple(hp.mix), hp.negative_prob, max_sentences=hp.max_sentences,
                                max_subsample=hp.max_subsample, features=self.features, hard_negatives=hp.hard_negatives,
-                               visual_split=tuple(hp.visual_split), aligned_targets_only=hp.aligned_targets_only,
-                               action_mask_prob=hp.action_mask_prob, action_words=self._action_words(),
-                               future_prob=hp.future_prob, future_clips=hp.future_clips)
+                               visual_split=tuple(hp.visual_split) if train else (0.8, 0.1, 0.1),
+                               aligned_targets_only=hp.aligned_targets_only and train,
+                               action_mask_prob=hp.action_mask_prob if train else 0.0,
+                               action_words=self._action_words() if train else None,
+                               future_prob=hp.future_prob if train else 0.0, future_clips=hp.future_clips)
 
     def _action_words(self) -> list[str] | None:
         """The label verbs and nouns (of `train_ground_truth`) for whole-action masking, when it is on."""

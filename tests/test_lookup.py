@@ -89,4 +89,4 @@ def test_zero_shot_figures_on_all_seen_and_unseen_steps_beside_the_lookup():
     assert r["noun_top1_lookup"] == 0.75 and r["noun_top1_lookup_unseen_pairs"] == 0.5
     assert set(ZeroShotMetrics.RATES) >= {"verb_top1_seen_pairs", "noun_top1_lookup_unseen_pairs"}
     text = m.summary(r)
-    assert "word lookup" in text and "seen pair steps (n=2)" in text
+    assert "word lookup" in text and "seen pairs (n=2)" in text

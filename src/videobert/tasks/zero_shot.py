@@ -192,13 +192,14 @@ class ZeroShotMetrics(nn.Module):
 
     def summary(self, results: dict) -> str:
         """The model beside the word lookup, on all steps, seen and unseen pairs (top-1, 95% intervals)."""
-        lines = ["  top-1 [95% CI]   " + "".join(f"{PARTS[p].replace('_', ' ') + f' (n={int(results[PARTS[p]])})':<40}"
-                                                 for p in PARTS if PARTS[p] in results)]
+        names = {"": "all steps", "_seen_pairs": "seen pairs", "_unseen_pairs": "unseen pairs"}
+        parts = [p for p in PARTS if PARTS[p] in results]
+        lines = [("  top-1 [95% CI]   " + "".join(f"{names[p] + f' (n={int(results[PARTS[p]])})':<25}" for p in parts)).rstrip()]
         for what in ("verb", "noun"):
             for who, tag in (("model", ""), ("word lookup", "_lookup")):
-                cells = [_cell(results, f"{what}_top1{tag}{p}") for p in PARTS if PARTS[p] in results]
+                cells = [_cell(results, f"{what}_top1{tag}{p}") for p in parts]
                 if any(cells):
-                    lines.append(f"  {what} {who:<12}" + "".join(f"{c:<40}" for c in cells))
+                    lines.append(f"  {what} {who:<12}" + "".join(f"{c:<25}" for c in cells).rstrip())
         if "verb_top1_majority" in results:
             lines.append(f"  training majority: verb {results['verb_top1_majority']:.1%}, noun "
                          f"{results['noun_top1_majority']:.1%}; chance {results['verb_top1_chance']:.1%}")
@@ -220,4 +221,4 @@ def _cell(results: dict, key: str) -> str:
     if key not in results:
         return ""
     low, high = results.get(f"{key}_ci_low"), results.get(f"{key}_ci_high")
-    return f"{results[key]:.1%}" + (f" [{low:.1%}, {high:.1%}]" if low is not None else "")
+    return f"{100 * results[key]:.1f}%" + (f" [{100 * low:.1f}, {100 * high:.1f}]" if low is not None else "")

@@ -213,18 +213,19 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1), exper
     measure(lightning_main, seeds, corpus_seeds, experiments or list(EXPERIMENTS), root)
 
 
-DATA_COMMANDS = ("corpus", "shards", "features", "vocab", "youcook2")
+DATA_COMMANDS = ("corpus", "shards", "features", "vocab", "youcook2", "verify-features")
 
 
 def data_main(argv: list[str]) -> None:
     from .corpus import make_corpus
     from .features import extract_features
+    from .parity import verify_features
     from .shards import build_shards
     from .vq import build_vocab
     from .youcook2 import build_youcook2_truth
 
     functions_cli({"corpus": make_corpus, "shards": build_shards, "features": extract_features, "vocab": build_vocab,
-                   "youcook2": build_youcook2_truth}, argv, "videobert data")
+                   "youcook2": build_youcook2_truth, "verify-features": verify_features}, argv, "videobert data")
 
 
 def functions_cli(components, argv: list[str], prog: str) -> None:

@@ -1,6 +1,6 @@
 """The `videobert` command: `fit|validate|test|predict --config X.yaml` (LightningCLI), `data ...` (the offline
 stages), `export --ckpt_path X.ckpt --out DIR` (a standard model folder with its model card), `push` (to the
-Hugging Face Hub), `index` / `search` (text-to-video
+Hugging Face Hub), `dashboard` (the W&B workspace), `index` / `search` (text-to-video
 search), `report` (every evaluation task on the quickstart checkpoints) and `spread`; `videobert --help` lists
 them (`cli_errors.COMMANDS`). A user's mistake ends in one line and exit status 2 (see `cli_errors`)."""
 from __future__ import annotations
@@ -255,11 +255,14 @@ def dispatch(argv: list[str]) -> None:
         from .search import index_main, search_main
 
         (index_main if command == "index" else search_main)(argv[1:])
-    elif command in ("export", "report", "spread", "push"):
+    elif command in ("export", "report", "spread", "push", "dashboard"):
+        from .dashboard import dashboard
         from .hub import push
 
-        functions_cli({"export": export_checkpoint, "report": report, "spread": spread, "push": push}[command],
-                      argv[1:], f"videobert {command}")
+        if command == "dashboard" and not wandb_has_credentials() and not {"-h", "--help"} & set(argv):
+            raise UsageError("saving a W&B workspace needs W&B credentials: run `wandb login` or set WANDB_API_KEY")
+        functions_cli({"export": export_checkpoint, "report": report, "spread": spread, "push": push,
+                       "dashboard": dashboard}[command], argv[1:], f"videobert {command}")
     else:
         lightning_main(argv)
 

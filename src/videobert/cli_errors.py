@@ -31,6 +31,7 @@ COMMANDS = {
     "search": "text-to-video search in an index built by videobert index",
     "report": "every evaluation task on the quickstart checkpoints -> a results table",
     "spread": "the spread of the zero-shot figures over training seeds and corpus builds",
+    "dashboard": "save the VideoBERT W&B workspace (losses, zero-shot, retrieval, ...): --entity E --project P",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # Lightning's own --ckpt_path words, which name no file

@@ -33,7 +33,11 @@ def folder(tmp_path_factory) -> Path:
     text_size = sum(1 for _ in open(vocab_txt)) + 1
     model = VideoBert(VideoBertConfig(text_size, 6, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                                       max_positions=48)).eval()
-    extractor = {"spec": "builtin", "fps": 20.0, "clip_frames": 30, "max_visual_words": 6}
+    from videobert.extractors import make_extractor
+    from videobert.provenance import feature_provenance
+
+    extractor = {"spec": "builtin", "fps": 20.0, "clip_frames": 30, "max_visual_words": 6,
+                 "provenance": feature_provenance(make_extractor("builtin"), "builtin", 20.0, 30)}
     return export(model, root / "videobert-tiny", vocab_txt, npz, extractor=extractor,
                   results={"zero_shot": RESULTS}, data="synthetic-shards")
 
@@ -53,7 +57,10 @@ def test_model_card_model_index_equals_the_results_json(folder):
     assert all(r.task_type == "video-classification" and r.dataset_split == "test" for r in card.data.eval_results)
     assert "| verb_top1 | 0.8125 | 0.7100 - 0.8912 |" in card.text and "| steps | 48 | |" in card.text
     assert "`builtin` at 20.0 fps, 30 frames per clip" in card.text and 'from_pretrained("ORG/videobert-tiny")' in card.text
-    assert f"| hidden_size | 16 |" in card.text
+    assert "| hidden_size | 16 |" in card.text
+    prov = json.loads((folder / "extractor.json").read_text())["provenance"]  # (carried into the card)
+    assert f"- extractor weights: sha256 `{prov['extractor']['weights_sha256']}`" in card.text
+    assert f"- decoder: PyAV {prov['pyav']}, FFmpeg libavcodec {prov['ffmpeg']['libavcodec']}" in card.text
 
 
 def _hub_cache(folder: Path, cache: Path, repo: str) -> Path:

@@ -154,6 +154,21 @@ def write_card(folder: str | Path, results: dict[str, dict] | None = None, data:
     return folder / "README.md"
 
 
+def _provenance_lines(prov: dict | None) -> list[str]:
+    """The training features' provenance (videobert.provenance), one item per fact."""
+    if not prov:
+        return ["- feature provenance: not recorded (features extracted before provenance was recorded)"]
+    ex = prov.get("extractor", {})
+    lines = [f"- extractor weights: sha256 `{ex.get('weights_sha256')}`"
+             + (f", model `{ex['model_id']}` at revision `{ex.get('revision')}`" if ex.get("model_id") else ""),
+             f"- extractor settings: `{json.dumps(ex.get('settings', {}), sort_keys=True)}` ({ex.get('dim')} features)",
+             f"- frames: {prov.get('frame_size')} px, {prov.get('crop')}; features stored as {prov.get('dtype')}",
+             f"- decoder: PyAV {prov.get('pyav')}, FFmpeg "
+             + ", ".join(f"{k} {v}" for k, v in (prov.get("ffmpeg") or {}).items()),
+             f"- extracted with videobert {prov.get('videobert')}"]
+    return lines
+
+
 def _card_body(name, repo, cfg, extractor, results, data, captioner) -> str:
     kind = "CBT (clip features)" if cfg.get("feature_dim") else "VideoBERT (visual words)"
     lines = [f"# {name}", "", f"A {kind} video-language transformer trained with videobert (after VideoBERT, "
@@ -164,8 +179,9 @@ def _card_body(name, repo, cfg, extractor, results, data, captioner) -> str:
         lines += [f"- extractor: `{extractor.get('spec')}` at {extractor.get('fps')} fps, "
                   f"{extractor.get('clip_frames')} frames per clip, up to {extractor.get('max_visual_words')} "
                   "clips per sequence"]
+        lines += _provenance_lines(extractor.get("provenance"))
         lines += [f"- {k}: `{json.dumps(v)}`" for k, v in sorted(extractor.items())
-                  if k not in ("spec", "fps", "clip_frames", "max_visual_words")]
+                  if k not in ("spec", "fps", "clip_frames", "max_visual_words", "provenance")]
     else:
         lines += ["- extractor: unknown (no extractor.json; the model takes features, not raw video)"]
     lines += ["", "## Config", "", "| key | value |", "| --- | --- |"]

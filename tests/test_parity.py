@@ -81,3 +81,11 @@ def test_other_extraction_settings_show_as_clip_counts_and_provenance(extracted,
 def test_a_missing_reference_is_one_line(extracted, capsys):
     code, _, err = _run(["--shards", str(extracted / "a"), "--reference", "nowhere"], capsys)
     assert code == 2 and "--reference nowhere: no such folder" in err
+
+
+def test_a_reextracted_sample_agrees(extracted, capsys):
+    code, out, err = _run(["--shards", str(extracted / "a"), "--reextract", "2", "--raw", str(extracted / "shards")],
+                          capsys)
+    assert code == 0, err
+    assert "extracting 2 videos of" in out and "(builtin, 20.0 fps, 30 frames per clip)" in out
+    assert "videos in both sets: 2 (only in shards: 1," in out and "verify-features: ok (2 videos" in out

@@ -45,6 +45,7 @@ PATHS = {
     ("data features", "shards"): ("dir", "a folder of .tar shards written by `videobert data shards`"),
     ("data verify-features", "shards"): ("dir", "a folder of feature shards written by `videobert data features`"),
     ("data verify-features", "reference"): ("dir", "a folder of feature shards of the same videos"),
+    ("data verify-features", "raw"): ("dir", "a folder of raw shards written by `videobert data shards`"),
     ("data vocab", "features"): ("dir", "a folder of feature shards written by `videobert data features`"),
     ("export", "ckpt_path"): ("checkpoint", "a checkpoint written by `videobert fit`"),
     ("push", "folder"): ("dir", "a model folder written by `videobert export`"),

@@ -4,7 +4,8 @@ For every video in both sets (matched by `video_id`, else by sample key): the co
 feature row with the reference's, averaged over the video's clips; then the median and 5th percentile over
 videos, the worst videos by name, the videos whose clip counts differ, the videos only one set has, and the
 provenance fields (the extractor, its settings, fps, clip frames, dtype and feature size) that differ.
-The check fails (exit status 1) when the 5th percentile is under `min_cosine`, when clip counts or feature sizes
+`--reextract N --raw SHARDS` extracts N of the videos again, as the shards record they were made, and
+compares with that. The check fails (exit status 1) when the 5th percentile is under `min_cosine`, when clip counts or feature sizes
 differ, or when the sets share no video: a re-extraction should match within float16 rounding.
 """
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .cli_errors import UsageError
+from .provenance import shard_set_provenance
 from .safe_io import OneLineError, write_text
 
 # json fields of a feature sample that say how its features were made
@@ -90,8 +93,8 @@ def compare(shards: str, reference: str, worst: int = 5) -> dict:
             "feature_size_mismatches": dims, "provenance_differences": differ}
 
 
-def verify_features(shards: str, reference: str, min_cosine: float = 0.99, worst: int = 5,
-                    out: str | None = None) -> dict:
+def verify_features(shards: str, reference: str | None = None, min_cosine: float = 0.99, worst: int = 5,
+                    out: str | None = None, reextract: int = 0, raw: str | None = None, seed: int = 0) -> dict:
     """Compare two feature shard sets of the same videos: per-video cosine similarity (median, 5th percentile,
     the worst videos), clip-count mismatches and provenance differences; exit status 1 when they disagree.
 
@@ -101,7 +104,17 @@ def verify_features(shards: str, reference: str, min_cosine: float = 0.99, worst
         min_cosine: the lowest 5th-percentile per-video cosine similarity that passes.
         worst: how many of the least similar videos to name.
         out: also write the report as json to this file.
+        reextract: instead of a reference, extract this many videos of `raw` again, with the extractor and
+            clip settings `shards` records, and compare with those.
+        raw: the raw shards (`videobert data shards`) that `shards` was extracted from (for `reextract`).
+        seed: which videos `reextract` picks.
     """
+    if reextract:
+        with tempfile.TemporaryDirectory(prefix="verify-features-") as tmp:
+            reference = _reextract(shards, raw, reextract, seed, Path(tmp))
+            return verify_features(shards, reference, min_cosine, worst, out)
+    if reference is None:
+        raise UsageError("give --reference (a feature shard set of the same videos) or --reextract N --raw SHARDS")
     report = compare(shards, reference, worst)
     for line in summary(report):
         print(line)
@@ -113,6 +126,36 @@ def verify_features(shards: str, reference: str, min_cosine: float = 0.99, worst
     print(f"verify-features: ok ({report['videos']} videos, 5th percentile cosine {report['p5_cosine']:.4f} "
           f">= {min_cosine})")
     return report
+
+
+def _reextract(shards: str, raw: str | None, n: int, seed: int, tmp: Path) -> str:
+    """Extract `n` videos of the raw shards `raw` again, as `shards` records it was made; returns the folder."""
+    from .features import extract_features
+
+    if raw is None or not Path(raw).is_dir():
+        raise UsageError(f"--raw {raw}: expected the folder of raw shards (`videobert data shards`) for --reextract")
+    prov = shard_set_provenance(shards) or {}
+    first = next(iter(read_features(shards, "shards")[1].values()))
+    spec = prov.get("extractor", {}).get("spec") or first.get("feature_extractor", "builtin")
+    fps, frames = prov.get("fps") or first.get("feature_fps", 20.0), prov.get("clip_frames") or first.get(
+        "feature_clip_frames", 30)
+    members: dict[str, list] = {}
+    for tar in sorted(Path(raw).glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.isfile():
+                    members.setdefault(m.name.split(".")[0], []).append((m, tf.extractfile(m).read()))
+    keys = sorted(members)
+    picked = sorted(np.random.default_rng(seed).choice(len(keys), min(n, len(keys)), replace=False))
+    (tmp / "raw").mkdir()
+    with tarfile.open(tmp / "raw/sample-000000.tar", "w") as out:
+        for i in picked:
+            for m, data in members[keys[i]]:
+                out.addfile(m, io.BytesIO(data))
+    print(f"verify-features: extracting {len(picked)} videos of {raw} again ({spec}, {fps} fps, {frames} frames per clip)")
+    extract_features(str(tmp / "raw"), str(tmp / "features"), extractor=spec, fps=fps, clip_frames=frames, workers=1,
+                     trainer=None)
+    return str(tmp / "features")
 
 
 def failures(report: dict, min_cosine: float) -> list[str]:

@@ -57,7 +57,7 @@ def test_model_card_model_index_equals_the_results_json(folder):
     assert all(r.task_type == "video-classification" and r.dataset_split == "test" for r in card.data.eval_results)
     assert "| verb_top1 | 0.8125 | 0.7100 - 0.8912 |" in card.text and "| steps | 48 | |" in card.text
     assert "`builtin` at 20.0 fps, 30 frames per clip" in card.text and 'from_pretrained("ORG/videobert-tiny")' in card.text
-    assert "| hidden_size | 16 |" in card.text
+    assert "| hidden_size | 16 |" in card.text and 'videobert search --index my_index "crack the egg"' in card.text
     prov = json.loads((folder / "extractor.json").read_text())["provenance"]  # (carried into the card)
     assert f"- extractor weights: sha256 `{prov['extractor']['weights_sha256']}`" in card.text
     assert f"- decoder: PyAV {prov['pyav']}, FFmpeg libavcodec {prov['ffmpeg']['libavcodec']}" in card.text

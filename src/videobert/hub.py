@@ -199,7 +199,7 @@ def _card_body(name, repo, cfg, extractor, results, data, captioner) -> str:
               f'vb = VideoBertPipeline.from_pretrained("{repo}")  # a Hub repo id or a local folder',
               'vb.classify("video.mp4", verbs=["cut", "stir"], nouns=["egg", "dough"])',
               "```", "", "```bash", f"videobert index --videos my_videos --model {repo} --out my_index",
-              'videobert search --index my_index --query "crack the egg"', "```", "",
+              'videobert search --index my_index "crack the egg"', "```", "",
               f"Fine-tune from it with `--model.init_args.pretrained={repo}`. Offline, `HF_HUB_OFFLINE=1` loads it "
               "from the Hugging Face cache."]
     return "\n".join(lines) + "\n"

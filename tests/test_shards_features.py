@@ -2,6 +2,7 @@ import io
 import json
 import shutil
 
+import av
 import numpy as np
 import webdataset as wds
 
@@ -67,4 +68,10 @@ def test_features_one_row_per_clip(tmp_path, capsys):
         assert len(feats) == len(meta["clips"]) == round(videos[meta["video_id"]]["duration"] / 1.5)
         assert meta["clips"][1] == [1.5, 3.0] and "mp4" not in s and "txt" in s
     index = json.loads((tmp_path / "feats/index.json").read_text())
-    assert {k: v["samples"] for k, v in index.items()} == {"shard-000000.tar": 2, "shard-000001.tar": 1}
+    assert {k: v["samples"] for k, v in index.items() if k.endswith(".tar")} == {"shard-000000.tar": 2,
+                                                                                 "shard-000001.tar": 1}
+    prov = index["provenance"]  # once per shard set, and in every sample
+    assert all(json.loads(s["json"])["provenance"] == prov for p in paths for s in _members(p))
+    assert prov["extractor"]["name"] == "builtin" and len(prov["extractor"]["weights_sha256"]) == 64
+    assert (prov["fps"], prov["clip_frames"], prov["frame_size"], prov["dtype"]) == (20.0, 30, 32, "float16")
+    assert prov["pyav"] == av.__version__ and prov["ffmpeg"]["libavcodec"] and prov["videobert"] == "0.1.0"

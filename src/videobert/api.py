@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .extractors import make_extractor
+from .hub import model_folder
 from .pretrained import load_pretrained
 from .tasks.retrieval import sequences
 from .tasks.steps import clip_token_ids, step_clips
@@ -48,8 +49,9 @@ class VideoBertPipeline:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> "VideoBertPipeline":
-        """Load an export folder. Example: `VideoBertPipeline.from_pretrained("models/videobert-quickstart")`."""
-        folder = Path(folder)
+        """Load an export folder or a Hugging Face Hub repo id (through the Hub cache). Example:
+        `VideoBertPipeline.from_pretrained("models/videobert-quickstart")`."""
+        folder = model_folder(folder)
         missing = [f for f in REQUIRED if not (folder / f).is_file()]
         cfg = json.loads((folder / "config.json").read_text()) if "config.json" not in missing else {}
         if not cfg.get("feature_dim") and not (folder / "visual_vocab.npz").is_file():

@@ -1,5 +1,6 @@
 """The `videobert` command: `fit|validate|test|predict --config X.yaml` (LightningCLI), `data ...` (the offline
-stages), `export --ckpt_path X.ckpt --out DIR` (a standard model folder), `index` / `search` (text-to-video
+stages), `export --ckpt_path X.ckpt --out DIR` (a standard model folder with its model card), `push` (to the
+Hugging Face Hub), `dashboard` (the W&B workspace), `index` / `search` (text-to-video
 search), `report` (every evaluation task on the quickstart checkpoints) and `spread`; `videobert --help` lists
 them (`cli_errors.COMMANDS`). A user's mistake ends in one line and exit status 2 (see `cli_errors`)."""
 from __future__ import annotations
@@ -27,15 +28,21 @@ def wandb_has_credentials() -> bool:
         return False
 
 
-def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None) -> None:
-    """Write a training checkpoint as a standard folder: config.json, model.safetensors, vocab.txt, visual_vocab.npz.
+def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, visual_vocab: str | None = None,
+                      results: list[str] | None = None, repo: str | None = None) -> None:
+    """Write a training checkpoint as a standard folder: config.json, model.safetensors, vocab.txt, visual_vocab.npz
+    and README.md, a model card for the Hugging Face Hub with the checkpoint's test results.
 
     Args:
         ckpt_path: a checkpoint written by `videobert fit`.
         out: the folder to write.
         tokenizer: the WordPiece vocab.txt (default: the one the checkpoint's DataModule used).
         visual_vocab: the visual vocabulary .npz (default: the one the checkpoint's DataModule used).
+        results: `<task>_results.json` files for the model card (default: those of every `videobert test` run
+            of this checkpoint in its experiment's folder).
+        repo: the Hub repo id the card's examples load it by (default: ORG/<folder name>).
     """
+    from .hub import find_results, read_results, write_card
     from .pretrained import export, export_head, model_from_checkpoint
 
     model, ckpt = model_from_checkpoint(ckpt_path)
@@ -52,12 +59,26 @@ def export_checkpoint(ckpt_path: str, out: str, tokenizer: str | None = None, vi
         extractor = extractor_record(dm._train_samples())
         if extractor is not None:
             extractor["max_visual_words"] = dm.hparams.max_visual_words
-    print(f"exported to {export(model, out, tokenizer, visual_vocab, extractor=extractor)}")
+    found = read_results(results) if results is not None else find_results(ckpt_path)
+    print(f"exported to {export(model, out, tokenizer, visual_vocab, extractor=extractor, card=False)}")
     if export_head(ckpt, out):
         print("export: with the captioning decoder (videobert.api: VideoBertPipeline.caption)")
+    write_card(out, found, _data_name(dm), repo=repo)
+    print(f"export: model card README.md with {', '.join(sorted(found)) or 'no'} test results"
+          + ("" if found else " (run `videobert test` on this checkpoint, then export again)"))
     if extractor is None:
         print("export: the training features' extractor is unknown (no local training shards): without "
               "extractor.json, videobert.api takes features, not raw video")
+
+
+def _data_name(dm) -> str:
+    """What the model was trained on, for its card: the built-in corpus, or the training shards' folder."""
+    if dm is None:
+        return "unknown"
+    if type(dm).__name__ == "QuickstartDataModule":
+        return "videobert-builtin-cooking-corpus"
+    train = dm._paths().get("train")
+    return Path(str(train)).name if train else type(dm).__name__
 
 
 def _datamodule(ckpt: dict, ckpt_path: str):
@@ -192,18 +213,19 @@ def spread(seeds: list[int] = (0, 1, 2), corpus_seeds: list[int] = (0, 1), exper
     measure(lightning_main, seeds, corpus_seeds, experiments or list(EXPERIMENTS), root)
 
 
-DATA_COMMANDS = ("corpus", "shards", "features", "vocab", "youcook2")
+DATA_COMMANDS = ("corpus", "shards", "features", "vocab", "youcook2", "verify-features")
 
 
 def data_main(argv: list[str]) -> None:
     from .corpus import make_corpus
     from .features import extract_features
+    from .parity import verify_features
     from .shards import build_shards
     from .vq import build_vocab
     from .youcook2 import build_youcook2_truth
 
     functions_cli({"corpus": make_corpus, "shards": build_shards, "features": extract_features, "vocab": build_vocab,
-                   "youcook2": build_youcook2_truth}, argv, "videobert data")
+                   "youcook2": build_youcook2_truth, "verify-features": verify_features}, argv, "videobert data")
 
 
 def functions_cli(components, argv: list[str], prog: str) -> None:
@@ -233,9 +255,14 @@ def dispatch(argv: list[str]) -> None:
         from .search import index_main, search_main
 
         (index_main if command == "index" else search_main)(argv[1:])
-    elif command in ("export", "report", "spread"):
-        functions_cli({"export": export_checkpoint, "report": report, "spread": spread}[command], argv[1:],
-                      f"videobert {command}")
+    elif command in ("export", "report", "spread", "push", "dashboard"):
+        from .dashboard import dashboard
+        from .hub import push
+
+        if command == "dashboard" and not wandb_has_credentials() and not {"-h", "--help"} & set(argv):
+            raise UsageError("saving a W&B workspace needs W&B credentials: run `wandb login` or set WANDB_API_KEY")
+        functions_cli({"export": export_checkpoint, "report": report, "spread": spread, "push": push,
+                       "dashboard": dashboard}[command], argv[1:], f"videobert {command}")
     else:
         lightning_main(argv)
 

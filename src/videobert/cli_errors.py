@@ -24,12 +24,14 @@ COMMANDS = {
     "validate": "validation metrics of a checkpoint: --config X.yaml --ckpt_path X.ckpt",
     "test": "evaluate a checkpoint on held-out videos (data.test_task: zero_shot, retrieval, ...)",
     "predict": "answers for your own videos (data.predict_videos) from a checkpoint",
-    "data": "the offline data stages: corpus, shards, features, vocab, youcook2",
-    "export": "write a checkpoint as a standard model folder (config.json, model.safetensors, vocab.txt)",
+    "data": "the offline data stages: corpus, shards, features, vocab, youcook2; verify-features (a parity check)",
+    "export": "write a checkpoint as a standard model folder (config.json, model.safetensors, vocab.txt, model card)",
+    "push": "upload an exported model folder to the Hugging Face Hub: --folder models/NAME --repo ORG/NAME",
     "index": "index a folder of videos for text search with an exported model",
     "search": "text-to-video search in an index built by videobert index",
     "report": "every evaluation task on the quickstart checkpoints -> a results table",
     "spread": "the spread of the zero-shot figures over training seeds and corpus builds",
+    "dashboard": "save the VideoBERT W&B workspace (losses, zero-shot, retrieval, ...): --entity E --project P",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # Lightning's own --ckpt_path words, which name no file
@@ -41,10 +43,13 @@ PATHS = {
     ("data shards", "captions"): ("file", "a caption json file (HowTo100M or YouCook2)"),
     ("data shards", "labels"): ("file", "a json file {video stem: {field: value}}"),
     ("data features", "shards"): ("dir", "a folder of .tar shards written by `videobert data shards`"),
+    ("data verify-features", "shards"): ("dir", "a folder of feature shards written by `videobert data features`"),
+    ("data verify-features", "reference"): ("dir", "a folder of feature shards of the same videos"),
+    ("data verify-features", "raw"): ("dir", "a folder of raw shards written by `videobert data shards`"),
     ("data vocab", "features"): ("dir", "a folder of feature shards written by `videobert data features`"),
     ("export", "ckpt_path"): ("checkpoint", "a checkpoint written by `videobert fit`"),
+    ("push", "folder"): ("dir", "a model folder written by `videobert export`"),
     ("index", "videos"): ("dir", "a folder of videos"),
-    ("index", "model"): ("dir", "a model folder written by `videobert export`"),
     ("search", "index"): ("dir", "a folder written by `videobert index`"),
     **{(c, "ckpt_path"): ("checkpoint", "a checkpoint written by `videobert fit`") for c in LIGHTNING_COMMANDS},
 }

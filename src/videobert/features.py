@@ -8,7 +8,8 @@ name, then rename). A rerun skips finished output shards, so a killed job resume
 
 Output samples keep the input's `txt` (and, with `keep_video`, the video bytes) and add `features.npy`
 ((T, D) float16); `json` gains `clips` ([[start, end], ...] seconds), `sentences` (normalised cues,
-also for video2dataset shards that only have `txt` or subtitles), `feature_extractor` and `fps`. A
+also for video2dataset shards that only have `txt` or subtitles), `feature_extractor`, `feature_fps`, `feature_clip_frames` and `provenance` (videobert.provenance: the
+extractor's weights, decoder versions, frame size and crop, dtype; also once in index.json). A
 video that cannot be decoded is reported by shard and key, counted and left out; an unreadable shard
 likewise.
 """
@@ -30,7 +31,9 @@ import webdataset as wds
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .captions import CaptionError, sentences_from_meta
+from .cli_errors import UsageError
 from .extractors import make_extractor
+from .provenance import describe, feature_provenance, fingerprint, shard_set_provenance
 from .safe_io import DiskFull, folder_lock, full_message, is_full, sweep_temps, unique_tmp, write_text
 from .shards import VIDEO_EXTS, count_sentences, tar_writer, update_index
 from .streaming import assign_slots
@@ -141,9 +144,10 @@ class FeatureWriter(BasePredictionWriter):
     """Assembles each video's features and writes this rank's output shards (temp name, then rename)."""
 
     def __init__(self, out_dir: Path, extractor_name: str, keep_video: bool = False, fps: float = 20.0,
-                 clip_frames: int = 30):
+                 clip_frames: int = 30, provenance: dict | None = None):
         super().__init__(write_interval="batch")
         self.out_dir, self.extractor_name, self.keep_video = out_dir, extractor_name, keep_video
+        self.provenance = provenance  # (videobert.provenance: in every sample's json and once in index.json)
         self.clip_settings = {"feature_fps": fps, "feature_clip_frames": clip_frames}  # (predict decodes alike)
         self.open: dict[str, tuple[wds.TarWriter, dict]] = {}  # dst -> (writer, index entry)
         self.pending: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -204,6 +208,8 @@ class FeatureWriter(BasePredictionWriter):
         buf = io.BytesIO()
         np.save(buf, features.astype(np.float16))
         sample["json"].update(feature_extractor=self.extractor_name, **self.clip_settings)
+        if self.provenance:
+            sample["json"]["provenance"] = self.provenance
         sink.write({**sample, "features.npy": buf.getvalue(), "json": json.dumps(sample["json"]).encode()})
         entry["samples"] += 1
         entry["sentences"] += count_sentences(sample["json"])
@@ -221,7 +227,8 @@ class FeatureWriter(BasePredictionWriter):
         if not is_zero:
             return
         parts = [json.loads(p.read_text()) for p in sorted(self.out_dir.glob("index.json.rank*.part"))]
-        update_index(self.out_dir, {k: v for p in parts for k, v in p["entries"].items()})
+        update_index(self.out_dir, {**{k: v for p in parts for k, v in p["entries"].items()},
+                                    **({"provenance": self.provenance} if self.provenance else {})})
         for p in self.out_dir.glob("index.json.rank*.part"):
             p.unlink()
         print(f"features: {sum(len(p['entries']) for p in parts)} shards written, "
@@ -284,10 +291,16 @@ def extract_features(shards: str, out: str, extractor: str = "builtin", fps: flo
 def _extract(srcs: list[Path], out_dir: Path, extractor: str, fps: float, clip_frames: int, clips_per_batch: int,
              workers: int, keep_video: bool, trainer: TrainerOptions | None) -> list[Path]:
     model = make_extractor(extractor)
+    provenance = feature_provenance(model, extractor, fps, clip_frames)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(str(s), str(out_dir / s.name)) for s in srcs if not (out_dir / s.name).exists()]
+    before = shard_set_provenance(out_dir)
+    if before and len(jobs) < len(srcs) and fingerprint(before) != fingerprint(provenance):
+        raise UsageError(f"--out {out_dir}: holds features of {describe(before)}; this run extracts {describe(provenance)}"
+                         ": use another --out (a shard set has one provenance)")
     print(f"features: {len(jobs)} of {len(srcs)} shards to extract ({len(srcs) - len(jobs)} already done)")
-    writer, module = FeatureWriter(out_dir, model.name, keep_video, fps, clip_frames), FeatureModule(model)
+    writer = FeatureWriter(out_dir, model.name, keep_video, fps, clip_frames, provenance)
+    module = FeatureModule(model)
     data = _ReaderData(jobs, model, fps, clip_frames, clips_per_batch, workers)
     if trainer is None:
         for i, item in enumerate(data.loader(0, 1)):

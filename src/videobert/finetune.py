@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from .model import VideoBert
+from .hub import model_folder
 from .pretrained import load_pretrained, model_from_checkpoint
 from .training import adamw_warmup_decay, log_data_stats, publish_test, start_epoch
 
@@ -28,12 +29,10 @@ from .training import adamw_warmup_decay, log_data_stats, publish_test, start_ep
 def load_encoder(path: str, datamodule) -> VideoBert:
     """The pretrained encoder at `path`, checked against what the DataModule feeds it."""
     p = Path(path)
-    if p.is_dir():
-        model = load_pretrained(p)[0].train()
-    elif p.is_file():
+    if p.is_file():
         model = model_from_checkpoint(p)[0]
-    else:
-        raise FileNotFoundError(f"model.pretrained={path}: no such checkpoint file or export folder")
+    else:  # an export folder, or a Hugging Face Hub repo id of one
+        model = load_pretrained(model_folder(path, "model.pretrained"))[0].train()
     cfg, sizes = model.cfg, datamodule.vocab_sizes()
     if bool(cfg.feature_dim) != bool(datamodule.feature_dim()):
         kinds = ("visual words (VideoBERT)", "clip features (CBT)")

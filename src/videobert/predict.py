@@ -61,8 +61,9 @@ def extractor_record(samples) -> dict | None:
     for sample in samples:
         meta = json.loads(sample["json"]) if "json" in sample else {}
         if "feature_extractor" in meta:
-            return {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
-                    "clip_frames": meta.get("feature_clip_frames", 30)}
+            record = {"spec": meta["feature_extractor"], "fps": meta.get("feature_fps", 20.0),
+                      "clip_frames": meta.get("feature_clip_frames", 30)}
+            return {**record, "provenance": meta["provenance"]} if meta.get("provenance") else record
     return None
 
 

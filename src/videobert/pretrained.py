@@ -1,13 +1,13 @@
 """Weights in and out: initialise from a Hugging Face BERT checkpoint; export and reload a trained model.
 
 BERT in: a folder with `config.json` and `model.safetensors` (or `pytorch_model.bin`, read with
-`weights_only=True`), an installed package that ships one, or a hub name when online. Every BERT tensor maps onto `VideoBert`: embeddings,
+`weights_only=True`), an installed package that ships one, or a Hub repo id (from the Hub cache; downloaded when online). Every BERT tensor maps onto `VideoBert`: embeddings,
 every layer, pooler, the MLM head (its decoder is the tied word embedding) and the next-sentence head,
 which becomes the alignment head (BERT's class 0 is "is next", ours 1 is "belongs to the video").
 Rows beyond BERT's vocabulary ([>] and the visual words) keep their own initialisation.
 
 Out: `export(...)` writes a standard folder: `config.json` (VideoBertConfig), `model.safetensors`,
-`vocab.txt` and `visual_vocab.npz`; `load_pretrained(folder)` reads it back, never unpickling anything.
+`vocab.txt`, `visual_vocab.npz` and README.md, a model card (`hub.write_card`); `load_pretrained(folder)` reads it back, never unpickling anything.
 """
 from __future__ import annotations
 
@@ -52,13 +52,15 @@ def bert_folder(source: str) -> Path:
                                 "its folder or its model/ subfolder")
     if path.exists() or source.startswith((".", "/")):
         raise FileNotFoundError(f"{source}: not a BERT checkpoint folder (expected config.json + model.safetensors)")
-    from huggingface_hub import list_repo_files, snapshot_download
+    from huggingface_hub import snapshot_download
 
-    try:
-        files = list_repo_files(source)
-        weights = "model.safetensors" if "model.safetensors" in files else "pytorch_model.bin"
-        return Path(snapshot_download(source, allow_patterns=["config.json", weights, "vocab.txt",
-                                                              "tokenizer_config.json"]))
+    try:  # (from the Hub cache when there; HF_HUB_OFFLINE=1 reads only the cache)
+        folder = Path(snapshot_download(source, allow_patterns=["config.json", "model.safetensors", "vocab.txt",
+                                                                "tokenizer_config.json"]))
+        if not (folder / "model.safetensors").is_file():
+            folder = Path(snapshot_download(source, allow_patterns=["config.json", "pytorch_model.bin", "vocab.txt",
+                                                                    "tokenizer_config.json"]))
+        return folder
     except Exception as err:  # noqa: BLE001 -- offline, no such repo, ...: say both readings of the name
         raise FileNotFoundError(f"{source}: no such local folder or installed package, and not loadable from the "
                                 f"Hugging Face Hub ({type(err).__name__}: {err})") from None
@@ -146,11 +148,13 @@ def config_from_bert(source: str, text_vocab_size: int, visual_vocab_size: int, 
 
 
 def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visual_vocab: str | Path | None,
-           lowercase: bool | None = None, extractor: dict | None = None) -> Path:
+           lowercase: bool | None = None, extractor: dict | None = None, results: dict[str, dict] | None = None,
+           data: str = "unknown", card: bool = True) -> Path:
     """Write `model` as a standard folder: config.json, model.safetensors, vocab.txt (+ tokenizer_config.json),
     visual_vocab.npz (not for CBT models, which take clip features) and, given the feature extractor the
     model was trained on ({"spec", "fps", "clip_frames", "max_visual_words"}), extractor.json, which
-    `videobert.api` needs to run the model on raw video."""
+    `videobert.api` needs to run the model on raw video; with `card`, README.md: the model card with the test
+    `results` ({task: the `<task>_results.json` figures}) and the name of the training `data`."""
     from .text import TextTokenizer
 
     out = Path(out)
@@ -169,6 +173,10 @@ def export(model: VideoBert, out: str | Path, tokenizer_vocab: str | Path, visua
         _copy(visual_vocab, out / "visual_vocab.npz")
     if extractor is not None:
         write_text(out / "extractor.json", json.dumps(extractor, indent=1))
+    if card:
+        from .hub import write_card
+
+        write_card(out, results, data)
     return out
 
 

@@ -65,9 +65,10 @@ def _build_index(videos: str, model: str, out: str, window: int, keep: int) -> P
     if not found:
         raise FileNotFoundError(f"{videos}: no videos ({', '.join(VIDEO_EXTS)})")
     meta, old = _load(out_dir) if (out_dir / "index.json").is_file() else ({"videos": {}}, None)
-    if meta.get("model") not in (None, str(Path(model).resolve())) or meta.get("window", window) != window:
+    model = str(Path(model).resolve()) if Path(model).is_dir() else model  # (else a Hugging Face Hub repo id)
+    if meta.get("model") not in (None, model) or meta.get("window", window) != window:
         raise ValueError(f"{out}: built with model {meta.get('model')} and window {meta.get('window')}; this run "
-                         f"asks {Path(model).resolve()} and {window}: use another --out")
+                         f"asks {model} and {window}: use another --out")
     pipe, parts, videos_meta, skipped, added = VideoBertPipeline.from_pretrained(model), [], {}, [], 0
     for path in found:
         stamp = {"size": path.stat().st_size, "mtime": path.stat().st_mtime}
@@ -90,7 +91,7 @@ def _build_index(videos: str, model: str, out: str, window: int, keep: int) -> P
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "windows.npz") as tmp, open(tmp, "wb") as f:  # (each file renamed in whole)
         np.savez(f, **{k: np.concatenate([p[k] for p in parts]) for k in ARRAYS})
-    write_text(out_dir / "index.json", json.dumps({"model": str(Path(model).resolve()), "window": window,
+    write_text(out_dir / "index.json", json.dumps({"model": model, "window": window,
                                                    "keep": keep, "videos": videos_meta}, indent=1))
     print(f"index: {len(videos_meta)} videos ({added} embedded now, {len(videos_meta) - added} kept), "
           f"{sum(len(p['start']) for p in parts)} windows -> {out_dir}; skipped {len(skipped)}")
@@ -141,7 +142,7 @@ def search(index: str, query: str, top: int = 10, candidates: int = 1000) -> lis
 def index_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="videobert index", description="index a folder of videos for search")
     p.add_argument("--videos", required=True, help="a folder of videos (mp4, webm, mkv, avi, mov)")
-    p.add_argument("--model", required=True, help="a `videobert export` folder")
+    p.add_argument("--model", required=True, help="a `videobert export` folder or a Hugging Face Hub repo id")
     p.add_argument("--out", required=True, help="the index folder (a rerun embeds only new or changed videos)")
     p.add_argument("--window", type=int, default=3, help="clips per indexed window")
     args = p.parse_args(argv)

@@ -30,6 +30,7 @@ import numpy as np
 import webdataset as wds
 
 from .factorised import FactorisedVocab, parse_groups
+from .provenance import shard_set_provenance
 from .safe_io import atomic_path, folder_lock, write_text
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def _build_vocab(shards: list[str], out: str, levels: int, k: int, max_points: i
     write_text(Path(out).with_suffix(".json"), json.dumps(
         {"levels": levels, "k": k, "groups": groups, "points": len(x), "dim": x.shape[1], "seed": seed, "niter": niter,
          "nredo": nredo, "points_per_centroid": points_per_centroid, "sampled_nodes": sampled, **usage,
-         "build": build}))  # (what a later job compares to reuse this file)
+         "features_provenance": shard_set_provenance(Path(shards[0]).parent), "build": build}))  # (what a later job compares to reuse this file)
     return Path(out)
 
 

@@ -16,16 +16,14 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-import re
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import webdataset as wds
 from lightning.pytorch.utilities import rank_zero_info
 
 from videobert.cli_errors import UsageError, check_range
-from videobert.preflight import STAGE_SPLITS, check, readable_shards
+from videobert.preflight import STAGE_SPLITS, check, readable_shards, shard_entries
 from videobert.samples import decode_video, read_npy
 from videobert.provenance import check_provenance
 from videobert.safe_io import TooManySkips
@@ -36,32 +34,6 @@ from videobert.streaming import (MODES, ShardSet, ShardStream, StreamLoader, Str
 from videobert.tasks import TASKS
 from videobert.text import TextTokenizer
 from videobert.vq import VisualVocab
-
-
-def _shard_name(url: str) -> str:
-    names = re.findall(r"[^/\s]+\.tar\b", url)
-    if not names:
-        raise ValueError(f"{url}: cannot tell the shard's file name (expected a name ending in .tar)")
-    return names[-1]
-
-
-def shard_entries(shard_set: ShardSet, urls: list[str]) -> list[dict] | None:
-    """Each shard's index entry ({"samples", "sentences"}, or "error" for a shard that cannot be read); None if
-    a remote set has no index."""
-    names = [_shard_name(u) for u in urls]
-    if shard_set.index:
-        with wds.gopen(shard_set.index) as f:
-            index = json.load(f)
-        absent = [n for n in names if n not in index]
-        if absent:
-            raise KeyError(f"{shard_set.index}: no entry for {absent[:3]}{' ...' if len(absent) > 3 else ''}")
-    elif all(Path(u).is_file() for u in urls):
-        index = {}
-        for folder in sorted({Path(u).parent for u in urls}):
-            index.update(load_index(folder, [Path(u).name for u in urls if Path(u).parent == folder]))
-    else:
-        return None
-    return [index[n] for n in names]
 
 
 def _check_ranges(args: dict) -> None:

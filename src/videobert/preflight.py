@@ -15,11 +15,17 @@ workers): what each rank reads and how many batches it runs. It says, per split,
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+import webdataset as wds
 
 from .safe_io import NoReadableData, OneLineError
-from .streaming import assign_slots
+from .shards import load_index
+from .streaming import ShardSet, assign_slots
 
 log = logging.getLogger(__name__)
 
@@ -148,3 +154,29 @@ def check(dm, stage: str | None = None) -> list[SplitPlan]:
             plans.append(plan_eval(name, counts, dm._samples(sets), hp.batch_size, world, 0,
                                    hp.val_batches if name == "val" else None))
     return announce(plans, stage, world, hp.num_workers, hp.batch_size, rank == 0)
+
+
+def _shard_name(url: str) -> str:
+    names = re.findall(r"[^/\s]+\.tar\b", url)
+    if not names:
+        raise ValueError(f"{url}: cannot tell the shard's file name (expected a name ending in .tar)")
+    return names[-1]
+
+
+def shard_entries(shard_set: ShardSet, urls: list[str]) -> list[dict] | None:
+    """Each shard's index entry ({"samples", "sentences"}, or "error" for a shard that cannot be read); None if
+    a remote set has no index."""
+    names = [_shard_name(u) for u in urls]
+    if shard_set.index:
+        with wds.gopen(shard_set.index) as f:
+            index = json.load(f)
+        absent = [n for n in names if n not in index]
+        if absent:
+            raise KeyError(f"{shard_set.index}: no entry for {absent[:3]}{' ...' if len(absent) > 3 else ''}")
+    elif all(Path(u).is_file() for u in urls):
+        index = {}
+        for folder in sorted({Path(u).parent for u in urls}):
+            index.update(load_index(folder, [Path(u).name for u in urls if Path(u).parent == folder]))
+    else:
+        return None
+    return [index[n] for n in names]

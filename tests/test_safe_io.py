@@ -133,7 +133,7 @@ def test_full_disk_in_checkpoints_and_export(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full_after())
     with pytest.raises(DiskFull, match=f"{tmp_path / 'ckpt'}: disk full"):
         io.save_checkpoint({"a": 2}, tmp_path / "ckpt/last.ckpt")
-    assert visible(tmp_path / "ckpt") == ["last.ckpt"] and torch.load(tmp_path / "ckpt/last.ckpt") == {"a": 1}
+    assert visible(tmp_path / "ckpt") == ["last.ckpt"] and torch.load(tmp_path / "ckpt/last.ckpt", weights_only=True) == {"a": 1}
     assert not leftovers(tmp_path)  # the previous checkpoint is kept whole
     monkeypatch.undo()
     (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n[>]\na\n")

@@ -42,10 +42,10 @@ def test_joint_words_are_labelled_by_the_narration_of_their_clips():
     # word 0: cut x3 (egg x2, bread x1); word 1: stir x2, cut x1 (fish x3); words 2, 3: never narrated by a label
     assert lookup.table["verb"].tolist() == [0, 1, -1, -1]
     assert lookup.table["noun"].tolist() == [0, 1, -1, -1]
-    assert lookup.predict(np.array([[0], [1], [1]])) == {"verb": 1, "noun": 1}  # word 1 twice outvotes word 0
-    assert lookup.predict(np.array([[0], [1]])) == {"verb": 0, "noun": 0}  # a tie: the lower id
-    assert lookup.predict(np.array([[2], [3]])) == {"verb": 0, "noun": 1}  # no labelled word: the most named
-    assert lookup.predict(np.array([[2], [1]])) == {"verb": 1, "noun": 1}  # unlabelled words abstain
+    assert lookup.predict(np.array([0, 1, 1])) == {"verb": 1, "noun": 1}  # word 1 twice outvotes word 0
+    assert lookup.predict(np.array([0, 1])) == {"verb": 0, "noun": 0}  # a tie: the lower id
+    assert lookup.predict(np.array([2, 3])) == {"verb": 0, "noun": 1}  # no labelled word: the most named
+    assert lookup.predict(np.array([2, 1])) == {"verb": 1, "noun": 1}  # unlabelled words abstain
 
 
 def test_factorised_words_read_the_group_that_fits_each_label():
@@ -57,7 +57,7 @@ def test_factorised_words_read_the_group_that_fits_each_label():
     lookup = WordLookup(Factorised(), VERBS, NOUNS).fit([video(clips, sentences)])
     assert lookup.group == {"verb": 0, "noun": 1}
     assert lookup.table["verb"].tolist() == [0, 1] and lookup.table["noun"].tolist() == [0, 1, 2]
-    assert lookup.predict(np.array([[1, 0], [1, 0]])) == {"verb": 1, "noun": 0}  # a pair never seen together
+    assert lookup.predict(Factorised().words(np.array([[1, 0], [1, 0]]))) == {"verb": 1, "noun": 0}  # a pair never seen together
 
 
 class Oracle(torch.nn.Module):

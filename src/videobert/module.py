@@ -145,10 +145,14 @@ class VideoBertModule(L.LightningModule):
                 self.log(f"{stage}/{name}_acc", metric, batch_size=n)
         if stage == "val" and preds["align"][1].numel():
             self._log_alignment(*preds["align"], n)
-            keys = [k for k, has in zip(batch.get("keys", []), (batch["align_label"] != IGNORE).tolist()) if has]
-            if len(keys) == len(preds["align"][1]):  # (for intervals over videos: `videobert report`)
-                self.align_records += zip(keys, preds["align"][2].tolist(), preds["align"][1].tolist())
+            if self.trainer.state.fn == "validate":  # (`videobert validate` alone: the report's intervals over videos)
+                self._keep_alignment(batch, preds["align"])
         return loss
+
+    def _keep_alignment(self, batch: dict, align: tuple) -> None:
+        keys = [k for k, has in zip(batch.get("keys", []), (batch["align_label"] != IGNORE).tolist()) if has]
+        if len(keys) == len(align[1]):
+            self.align_records += zip(keys, align[2].tolist(), align[1].tolist())
 
     def on_validation_epoch_start(self) -> None:
         self.align_records: list[tuple[str, float, int]] = []  # (video of the text, p(aligned), label) per pair

@@ -30,14 +30,14 @@ class WordLookup:
         self.group: dict[str, int] = {}  # label -> the group it reads
         self.fallback: dict[str, int] = {}  # label -> the label the training narration names most
 
-    def codes(self, features: np.ndarray) -> np.ndarray:
-        """(clips, groups) each clip's word in every group (joint words: one group)."""
-        words = self.vocab.words(features)
+    def codes(self, words: np.ndarray) -> np.ndarray:
+        """(clips, groups) each clip's word in every group (joint words: one group), from its visual words."""
+        words = np.asarray(words, np.int64)
         return self.vocab.codes(words) if self.groups > 1 else words[:, None]
 
     def add(self, video: dict) -> None:
         """Count the label words each clip's narration names (`video`: decoded, with `features` and `json`)."""
-        codes, mids = self.codes(video["features"]), clip_mids(video["json"])
+        codes, mids = self.codes(self.vocab.words(video["features"])), clip_mids(video["json"])
         index = {what: {w: i for i, w in enumerate(names)} for what, names in self.labels.items()}
         for sentence in video["json"]["sentences"]:
             inside = (mids >= sentence["start"]) & (mids < sentence["end"])
@@ -60,10 +60,10 @@ class WordLookup:
             self.fallback[what] = int(per_group[0].sum(0).argmax())
         return self
 
-    def predict(self, features: np.ndarray) -> dict[str, int]:
-        """{"verb": id, "noun": id}: the label most of the clips' words stand for (ties: the lower id; no
-        labelled word: the label the training narration names most)."""
-        codes, out = self.codes(features), {}
+    def predict(self, words: np.ndarray) -> dict[str, int]:
+        """{"verb": id, "noun": id}: the label most of the clips' visual `words` stand for (ties: the lower id;
+        no labelled word: the label the training narration names most)."""
+        codes, out = self.codes(words), {}
         for what, table in self.table.items():
             votes = table[codes[:, self.group[what]]]
             votes = votes[votes >= 0]

@@ -70,7 +70,8 @@ class ZeroShotData:
                   "unseen": bool(step.get("unseen_pair", False)),
                   "clips": clips_of(video_key(video), video["json"], clips)}
             if self.lookup is not None:  # (the baseline reads the very clips the model sees)
-                ex.update({f"lookup_{what}": i for what, i in self.lookup.predict(feats[clips]).items()})
+                guess = self.lookup.predict(words[clips] - self.tok.vocab_size)  # (token ids -> visual words)
+                ex.update({f"lookup_{what}": i for what, i in guess.items()})
             if self.features:
                 ex["visual_features"], ex["visual_offset"] = feats[clips], 2 + len(self.template)
             yield ex
@@ -180,10 +181,9 @@ class ZeroShotMetrics(nn.Module):
                 what, k = name.split("_top")
                 out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
             metric.reset()
-        for name, hits in self.lookup_hits.items():
-            what, part = name[:4], name[4:]
+        for what, part in ((w, p) for w in ("verb", "noun") for p in PARTS if self.lookup_hits):
             if n[PARTS[part]]:
-                out[f"{what}_top1_lookup{part}"] = float(hits.compute()) / n[PARTS[part]]
+                out[f"{what}_top1_lookup{part}"] = float(self.lookup_hits[f"{what}{part}"].compute()) / n[PARTS[part]]
         if self.majority is not None:
             out.update({f"{what}_top1_majority": float(m.compute()) / steps for what, m in self.majority_hits.items()})
         for m in (self.unseen, self.steps, *self.majority_hits.values(), *self.lookup_hits.values()):

@@ -156,6 +156,8 @@ def test_spread_over_runs_by_hand():
     assert got["verb_top1"] == pytest.approx({"mean": 0.8, "std": 0.1, "min": 0.7, "max": 0.9, "n": 3,
                                               "seed_range": 0.1, "build_range": 0.2})  # (seeds: c0; builds: s0)
     assert got["noun_top1"]["std"] == 0.0 and "verb_top1_unseen_pairs" not in got
+    runs[0]["results"]["verb_top1_lookup"] = 0.85  # (the build's word lookup, beside the model, where a run has it)
+    assert summarise(runs)["quickstart"]["verb_top1_lookup"]["mean"] == 0.85
     table = spread_table({"date": "2026-12-01", "seconds": 600, "runs": runs, "summary": summarise(runs)})
     assert "| quickstart | verb_top1 | 80.0% | 10.0 | 70.0 - 90.0% | 10.0 | 20.0 | 3 |" in table
     args = run_args("cbt_quickstart", 1, 2, "runs/spread")

@@ -23,7 +23,9 @@ import numpy as np
 
 EXPERIMENTS = ("quickstart", "factorised_quickstart", "cbt_quickstart")
 FIGURES = ("verb_top1", "noun_top1", "verb_top1_seen_pairs", "noun_top1_seen_pairs", "verb_top1_unseen_pairs",
-           "noun_top1_unseen_pairs", "align_balanced_acc", "align_auroc")  # zero-shot; alignment on test-video pairs
+           "noun_top1_unseen_pairs", "verb_top1_lookup", "noun_top1_lookup", "verb_top1_lookup_seen_pairs",
+           "noun_top1_lookup_seen_pairs", "align_balanced_acc", "align_auroc")
+# (zero-shot, the word lookup of the same build's training data on the same steps, alignment on test-video pairs)
 
 
 def run_args(experiment: str, corpus_seed: int, seed: int, root: str) -> list[str]:

@@ -228,7 +228,7 @@ def report(cli_main, out: str | None = None, experiments: list[str] | None = Non
     out = out or str(run_dir / "results.md")
     text = ["# Results on the built-in corpus", "",
             f"Written by `videobert report` on {time.strftime('%Y-%m-%d')} from the checkpoints in `runs/`; "
-            "`make results` trains and evaluates everything (2 CPU cores: about 1 h 40 min, 74 min of it the two MiniLM fits).",
+            "`make results` trains and evaluates everything (its time: \"How the figures were measured\" below).",
             "Held-out test videos of the built-in procedural cooking corpus. The paper's column is YouCook2 "
             "(real video): for orientation only, it is not comparable.", "",
             "A proportion reads `value [95% Wilson interval] n=items` (zero-shot: action steps; retrieval: "

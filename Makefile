@@ -32,7 +32,8 @@ demo: setup
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 # every task on the built-in corpus, for VideoBERT (plain, factorised, MiniLM-initialised with joint and with
-# factorised words) and CBT -> docs/results.md (~1 h 40 min on 2 cores, 74 min of it the two MiniLM fits)
+# factorised words) and CBT -> docs/results.md (2 cores: fits 5, 5, 9, 52 and 43 min on one thread each while
+# make spread shared the cores, then the report; docs/results.md says how long it took)
 results: setup
 	$(VB) fit --config experiments/quickstart.yaml
 	$(VB) fit --config experiments/factorised_quickstart.yaml
@@ -42,7 +43,8 @@ results: setup
 	$(VB) report --out docs/results.md
 
 # the spread of the zero-shot figures over 3 training seeds x 2 corpus builds: VideoBERT, factorised
-# VideoBERT and CBT (18 fits, ~80 min); make results then puts it into docs/results.md
+# VideoBERT and CBT (18 fits; 6 min each for the plain and factorised quickstarts on one thread while make results
+# shared the cores, ~14 for CBT); make results then puts it into docs/results.md
 spread: setup
 	$(VB) spread --seeds [0,1,2] --corpus_seeds [0,1]
 

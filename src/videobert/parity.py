@@ -128,6 +128,11 @@ def verify_features(shards: str, reference: str | None = None, min_cosine: float
     return report
 
 
+def _video_keys(tar: Path) -> set[str]:
+    with tarfile.open(tar) as tf:
+        return {m.name.split(".")[0] for m in tf if m.isfile()}
+
+
 def _reextract(shards: str, raw: str | None, n: int, seed: int, tmp: Path) -> str:
     """Extract `n` videos of the raw shards `raw` again, as `shards` records it was made; returns the folder."""
     from .features import extract_features
@@ -135,23 +140,21 @@ def _reextract(shards: str, raw: str | None, n: int, seed: int, tmp: Path) -> st
     if raw is None or not Path(raw).is_dir():
         raise UsageError(f"--raw {raw}: expected the folder of raw shards (`videobert data shards`) for --reextract")
     prov = shard_set_provenance(shards) or {}
-    first = next(iter(read_features(shards, "shards")[1].values()))
-    spec = prov.get("extractor", {}).get("spec") or first.get("feature_extractor", "builtin")
-    fps, frames = prov.get("fps") or first.get("feature_fps", 20.0), prov.get("clip_frames") or first.get(
-        "feature_clip_frames", 30)
-    members: dict[str, list] = {}
-    for tar in sorted(Path(raw).glob("*.tar")):
-        with tarfile.open(tar) as tf:
-            for m in tf:
-                if m.isfile():
-                    members.setdefault(m.name.split(".")[0], []).append((m, tf.extractfile(m).read()))
-    keys = sorted(members)
-    picked = sorted(np.random.default_rng(seed).choice(len(keys), min(n, len(keys)), replace=False))
+    spec, fps, frames = prov.get("extractor", {}).get("spec"), prov.get("fps"), prov.get("clip_frames")
+    if not (spec and fps and frames):  # (no provenance in the index: the first sample's json says)
+        first = next(iter(read_features(shards, "shards")[1].values()))
+        spec = spec or first.get("feature_extractor", "builtin")
+        fps, frames = fps or first.get("feature_fps", 20.0), frames or first.get("feature_clip_frames", 30)
+    tars = sorted(Path(raw).glob("*.tar"))
+    keys = sorted(set().union(*(_video_keys(tar) for tar in tars)))  # (tar headers only: no video is read)
+    picked = {keys[i] for i in np.random.default_rng(seed).choice(len(keys), min(n, len(keys)), replace=False)}
     (tmp / "raw").mkdir()
-    with tarfile.open(tmp / "raw/sample-000000.tar", "w") as out:
-        for i in picked:
-            for m, data in members[keys[i]]:
-                out.addfile(m, io.BytesIO(data))
+    with tarfile.open(tmp / "raw/sample-000000.tar", "w") as out:  # (the picked videos' members, in tar order)
+        for tar in tars:
+            with tarfile.open(tar) as tf:
+                for m in tf:
+                    if m.isfile() and m.name.split(".")[0] in picked:
+                        out.addfile(m, tf.extractfile(m))
     print(f"verify-features: extracting {len(picked)} videos of {raw} again ({spec}, {fps} fps, {frames} frames per clip)")
     extract_features(str(tmp / "raw"), str(tmp / "features"), extractor=spec, fps=fps, clip_frames=frames, workers=1,
                      trainer=None)

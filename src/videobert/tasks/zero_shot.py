@@ -181,9 +181,10 @@ class ZeroShotMetrics(nn.Module):
                 what, k = name.split("_top")
                 out[f"{name}_chance"] = min(int(k), self.sizes[what]) / self.sizes[what]
             metric.reset()
-        for what, part in ((w, p) for w in ("verb", "noun") for p in PARTS if self.lookup_hits):
-            if n[PARTS[part]]:
-                out[f"{what}_top1_lookup{part}"] = float(self.lookup_hits[f"{what}{part}"].compute()) / n[PARTS[part]]
+        for what in ("verb", "noun") if self.lookup_hits else ():
+            for part, subset in PARTS.items():
+                if n[subset]:
+                    out[f"{what}_top1_lookup{part}"] = float(self.lookup_hits[f"{what}{part}"].compute()) / n[subset]
         if self.majority is not None:
             out.update({f"{what}_top1_majority": float(m.compute()) / steps for what, m in self.majority_hits.items()})
         for m in (self.unseen, self.steps, *self.majority_hits.values(), *self.lookup_hits.values()):
